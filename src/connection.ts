@@ -1,0 +1,17 @@
+/** The domain's core vocabulary, shared by capture, resolve, counters and the profiler. */
+
+export type Family = 4 | 6;
+
+/** A TCP connection seen from this host: its local end and its remote end. On loopback both
+ * ends are local, and the same wire connection is two ConnKeys, one per socket. */
+export interface ConnKey {
+  family: Family;
+  localAddr: string;
+  localPort: number;
+  remoteAddr: string;
+  remotePort: number;
+}
+
+export function keyString(k: ConnKey): string {
+  return `${k.localAddr}|${k.localPort}|${k.remoteAddr}|${k.remotePort}`;
+}

@@ -1,0 +1,60 @@
+/**
+ * The one interface the profiler uses to count bytes in the kernel. Two implementations:
+ * nftables (sets with per-element counters, filled from the datapath on SYN) and iptables (the
+ * original's rule pairs, made right). Every call takes a batch: one kernel transaction per
+ * batch, never one per connection.
+ */
+
+import type { ConnKey } from '../connection.js';
+
+export type { ConnKey };
+
+/** Bytes are IP-level (headers included), as netfilter counts them. */
+export interface Counts {
+  bytesIn: number;
+  packetsIn: number;
+  bytesOut: number;
+  packetsOut: number;
+}
+
+/** Who a counted connection belongs to; stored in the kernel beside the counter (a comment) so a
+ * crashed run's counters can be harvested with their owner. */
+export interface CounterOwner {
+  job: string;
+  pid: number;
+}
+
+export type BeginOutcome =
+  /** Counting since the connection's first packet (nftables' datapath saw the SYN). */
+  | 'from-first-packet'
+  /** Counting starts now: earlier packets are not in the counts (partial). */
+  | 'from-now'
+  /** RULES_THRESHOLD (or the kernel's set size) reached: not counted. */
+  | 'no-room';
+
+export interface Installed {
+  key: ConnKey;
+  counts: Counts;
+  owner?: CounterOwner;
+}
+
+export interface CounterEngine {
+  readonly name: 'nftables' | 'iptables';
+  /** Creates the daemon's own table/chains. Before that, harvests and removes what a crashed run
+   * left; returns what was harvested so it can be logged as recovered. */
+  start(): Promise<Installed[]>;
+  /** Makes sure each connection is counted and tagged with its owner. */
+  begin(items: ReadonlyArray<{ key: ConnKey; owner: CounterOwner }>): Promise<BeginOutcome[]>;
+  /** Current counters; undefined for a connection that is not counted. */
+  read(keys: readonly ConnKey[]): Promise<Array<Counts | undefined>>;
+  /** Final counters, then stops counting those connections. */
+  end(keys: readonly ConnKey[]): Promise<Array<Counts | undefined>>;
+  /** Stops counting connections that belong to nobody we profile (nftables adds every SYN). */
+  discard(keys: readonly ConnKey[]): Promise<void>;
+  /** Everything this daemon has installed, with counters. */
+  list(): Promise<Installed[]>;
+  /** How many connections are counted for registered owners now. */
+  size(): number;
+  /** Removes everything this daemon installed. */
+  stop(): Promise<void>;
+}
