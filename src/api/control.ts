@@ -1,0 +1,72 @@
+import type { ProcessClaim, ProfiledProcess } from '../registry/registry.js';
+
+/** What the HTTP APIs may ask of the daemon. The profiler implements it; the API modules only
+ * translate requests and answers. */
+export interface DaemonControl {
+  register(job: string, claim: ProcessClaim): Promise<{ process: ProfiledProcess; added: boolean }>;
+  endProcess(job: string, claim: ProcessClaim): Promise<EndResult>;
+  endJob(job: string): Promise<EndResult>;
+  /** Begins an orderly shutdown (log everything, remove what was installed, exit 0). Called
+   * after the answer has been sent. */
+  shutdown(reason: string): void;
+  jobs(): JobSummary[];
+  job(id: string): JobDetail | undefined;
+  health(): Health;
+  stats(): Record<string, unknown>;
+}
+
+export interface EndResult {
+  processes: number;
+  connectionsLogged: number;
+}
+
+export interface Traffic {
+  bytes_in: number;
+  bytes_out: number;
+  packets_in: number;
+  packets_out: number;
+}
+
+export interface JobSummary extends Traffic {
+  job: string;
+  registered_at: string;
+  processes: number;
+  open_connections: number;
+  closed_connections: number;
+}
+
+export interface ConnectionView extends Traffic {
+  interface: string;
+  local_addr: string;
+  local_port: number;
+  remote_addr: string;
+  remote_port: number;
+  opened_by: string;
+  since: string | null;
+  state: string;
+  counted: boolean;
+  partial: boolean;
+  attribution: string;
+}
+
+export interface ProcessView extends Traffic {
+  pid: number;
+  owner: string;
+  uid: number;
+  birthdate: number;
+  parent: number | null;
+  alive: boolean;
+  connections: ConnectionView[];
+}
+
+export interface JobDetail extends JobSummary {
+  process_list: ProcessView[];
+}
+
+export interface Health {
+  status: 'ok' | 'degraded' | 'stopping';
+  uptime_s: number;
+  engine: string;
+  interfaces: string[];
+  problems: string[];
+}

@@ -1,0 +1,56 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { RequestError } from '../registry/registry.js';
+
+/** Small HTTP helpers shared by the two APIs. */
+
+export const MAX_BODY_BYTES = 64 * 1024;
+
+/** Reads the request body, refusing more than MAX_BODY_BYTES without buffering it. */
+export function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > MAX_BODY_BYTES) return reject(new RequestError(413, `request body over ${MAX_BODY_BYTES} bytes`));
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY_BYTES) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(new RequestError(413, `request body over ${MAX_BODY_BYTES} bytes`));
+      } else chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+/** Splits a path into percent-decoded segments (a `/` inside a job id arrives as %2F). */
+export function pathSegments(url: string): string[] {
+  const path = url.split('?')[0]!;
+  try {
+    return path.split('/').filter((s, i) => i > 0 || s !== '').map((s) => decodeURIComponent(s));
+  } catch {
+    throw new RequestError(400, 'malformed percent-encoding in the path');
+  }
+}
+
+export function send(res: ServerResponse, status: number, body: string, type: string, extra: Record<string, string> = {}): void {
+  if (res.headersSent) return;
+  res.writeHead(status, {
+    'Content-Type': type,
+    'Content-Length': Buffer.byteLength(body),
+    'Cache-Control': 'no-store',
+    'X-Content-Type-Options': 'nosniff',
+    ...extra,
+  });
+  res.end(body);
+}
+
+export function sendJson(res: ServerResponse, status: number, value: unknown, extra: Record<string, string> = {}): void {
+  send(res, status, JSON.stringify(value, null, 2) + '\n', 'application/json; charset=utf-8', extra);
+}
+
+export function methodNotAllowed(allowed: string[]): RequestError & { allow: string } {
+  return Object.assign(new RequestError(405, `method not allowed here; use ${allowed.join(' or ')}`), { allow: allowed.join(', ') });
+}

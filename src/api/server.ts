@@ -1,0 +1,56 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { DaemonControl } from './control.js';
+import { RequestError } from '../registry/registry.js';
+import { handleCompat, isCompatPath } from './compat.js';
+import { handleV1 } from './v1.js';
+import { MAX_BODY_BYTES, pathSegments, sendJson } from './http.js';
+import { diag } from '../util/diag.js';
+
+/** Request lines and headers beyond this are refused with 431 by Node itself. */
+const MAX_HEADER_BYTES = 16 * 1024;
+
+/** The HTTP server behind both APIs. A bad request gets a 4xx and a reason; an internal error
+ * gets a 500 without a stack trace, which goes to the daemon's diagnostics instead. */
+export function createApiServer(control: DaemonControl): Server {
+  const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
+    dispatch(req, res, control).catch((e: unknown) => {
+      diag.error('request failed', { method: req.method, url: req.url?.slice(0, 200), error: (e as Error).stack ?? String(e) });
+      if (!res.headersSent) sendJson(res, 500, { error: { status: 500, message: 'internal error; see the daemon log' } });
+    });
+  });
+  server.keepAliveTimeout = 5_000;
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    // Malformed requests never reach dispatch; answer them plainly if the socket still can.
+    if (!socket.writable) return socket.destroy();
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    const reason = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
+    socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  });
+  return server;
+}
+
+async function dispatch(req: IncomingMessage, res: ServerResponse, control: DaemonControl): Promise<void> {
+  let segments: string[];
+  try {
+    segments = pathSegments(req.url ?? '/');
+  } catch (e) {
+    return sendError(res, e as RequestError);
+  }
+  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) {
+    return sendError(res, new RequestError(413, `request body over ${MAX_BODY_BYTES} bytes`));
+  }
+  if (isCompatPath(segments)) return handleCompat(req, res, segments, control);
+  try {
+    if (segments[0] === 'v1') return await handleV1(req, res, segments, control);
+    throw new RequestError(404, 'no such path; see /v1/health, /v1/jobs, or the original /startprofile/… paths');
+  } catch (e) {
+    if (!(e instanceof RequestError)) throw e;
+    sendError(res, e);
+  }
+}
+
+function sendError(res: ServerResponse, e: RequestError): void {
+  const extra: Record<string, string> = 'allow' in e ? { Allow: String((e as { allow: string }).allow) } : {};
+  if (e.status === 413) extra.Connection = 'close';
+  sendJson(res, e.status, { error: { status: e.status, message: e.message } }, extra);
+}

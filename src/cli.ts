@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError } from 'commander';
+import { runDaemon, StartupError } from './daemon.js';
+import type { Override } from './config/config.js';
+
+const program = new Command();
+program.name('netprof').description('Per-job, per-process, per-connection TCP accounting for batch schedulers');
+
+const collect = (value: string, previous: Override[]): Override[] => {
+  const eq = value.indexOf('=');
+  if (eq <= 0) throw new InvalidArgumentError('expected KEY=VALUE');
+  return [...previous, { key: value.slice(0, eq).trim(), value: value.slice(eq + 1).trim(), origin: `--set ${value.slice(0, eq).trim()}` }];
+};
+
+program
+  .command('daemon')
+  .description('run the profiling daemon (as root)')
+  .argument('[port]', 'HTTP port (overrides PORT in the config)')
+  .option('-c, --config <file>', 'configuration file', 'config.ini')
+  .option('-i, --interface <names>', 'interfaces to watch, comma-separated (INTERFACE)')
+  .option('-e, --engine <engine>', 'nftables or iptables (ENGINE)')
+  .option('-l, --listen <address>', 'API address (LISTEN)')
+  .option('--log-dir <dir>', 'connection log directory (LOG_DIR)')
+  .option('--log-format <format>', 'tsv or jsonl (LOG_FORMAT)')
+  .option('-s, --set <KEY=VALUE>', 'set any config key; repeatable', collect, [])
+  .action(async (port: string | undefined, o: Record<string, unknown>, cmd: Command) => {
+    const overrides: Override[] = [];
+    const flag = (key: string, value: unknown, name: string) => {
+      if (typeof value === 'string') overrides.push({ key, value, origin: name });
+    };
+    flag('INTERFACE', o.interface, '--interface');
+    flag('ENGINE', o.engine, '--engine');
+    flag('LISTEN', o.listen, '--listen');
+    flag('LOG_DIR', o.logDir, '--log-dir');
+    flag('LOG_FORMAT', o.logFormat, '--log-format');
+    overrides.push(...(o.set as Override[]));
+    flag('PORT', port, 'PORT argument');
+    try {
+      await runDaemon({
+        configFile: o.config as string,
+        configGiven: cmd.getOptionValueSource('config') === 'cli',
+        overrides,
+      });
+    } catch (e) {
+      if (e instanceof StartupError) {
+        process.stderr.write(`netprof: ${e.message}\n`);
+        process.exit(e.exitCode);
+      }
+      throw e;
+    }
+  });
+
+program.parseAsync().catch((e: unknown) => {
+  process.stderr.write(`netprof: ${(e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+});

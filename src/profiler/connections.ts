@@ -1,0 +1,60 @@
+import { keyString, type ConnKey } from '../connection.js';
+import type { BeginOutcome, Counts } from '../counters/engine.js';
+
+/** A connection of a profiled process, from its first sight until its record is written. */
+export interface TrackedConnection {
+  id: string;
+  key: ConnKey;
+  iface: string;
+  job: string;
+  pid: number;
+  owner: string;
+  openedBy: 'local' | 'remote' | 'unknown';
+  /** Epoch ms of the SYN, when seen. */
+  start?: number;
+  attribution: string;
+  counting: BeginOutcome;
+  /** FINs seen in each direction: data still flows after the first one (half-close). */
+  finSent: boolean;
+  finReceived: boolean;
+  /** Set once the close has been seen and the record is being made. */
+  closing?: 'fin' | 'rst' | 'gc';
+  /** The kernel's counters as last read (for the live view). */
+  counts?: Counts;
+}
+
+/** The tracked connections, indexed by key and by owning process. */
+export class ConnectionTable {
+  private readonly byId = new Map<string, TrackedConnection>();
+  private readonly byPid = new Map<number, Set<string>>();
+
+  add(c: TrackedConnection): void {
+    this.byId.set(c.id, c);
+    let set = this.byPid.get(c.pid);
+    if (!set) this.byPid.set(c.pid, (set = new Set()));
+    set.add(c.id);
+  }
+
+  get(key: ConnKey): TrackedConnection | undefined {
+    return this.byId.get(keyString(key));
+  }
+
+  delete(c: TrackedConnection): void {
+    this.byId.delete(c.id);
+    const set = this.byPid.get(c.pid);
+    set?.delete(c.id);
+    if (set?.size === 0) this.byPid.delete(c.pid);
+  }
+
+  ofPid(pid: number): TrackedConnection[] {
+    return [...(this.byPid.get(pid) ?? [])].map((id) => this.byId.get(id)!);
+  }
+
+  all(): TrackedConnection[] {
+    return [...this.byId.values()];
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+}
