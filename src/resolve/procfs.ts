@@ -1,0 +1,259 @@
+import { readFile, readdir, readlink } from 'node:fs/promises';
+import { endianness } from 'node:os';
+import type { Family } from '../connection.js';
+import { canonicalAddr } from './addr.js';
+
+/**
+ * What /proc tells about sockets and processes. Everything takes a procRoot so unit tests run
+ * on recorded fixtures; the daemon uses /proc.
+ */
+
+/** TCP states as /proc/net/tcp numbers them (include/net/tcp_states.h). */
+export const TCP_STATE = {
+  ESTABLISHED: 1,
+  SYN_SENT: 2,
+  SYN_RECV: 3,
+  FIN_WAIT1: 4,
+  FIN_WAIT2: 5,
+  TIME_WAIT: 6,
+  CLOSE: 7,
+  CLOSE_WAIT: 8,
+  LAST_ACK: 9,
+  LISTEN: 10,
+  CLOSING: 11,
+} as const;
+
+export interface TcpRow {
+  /** Family of the traffic: a v4-mapped row of tcp6 is family 4. */
+  family: Family;
+  localAddr: string;
+  localPort: number;
+  remoteAddr: string;
+  remotePort: number;
+  state: number;
+  uid: number;
+  /** 0 when no file refers to the socket (TIME_WAIT, not yet accepted, orphaned). */
+  inode: number;
+}
+
+const littleEndian = endianness() === 'LE';
+
+/** The kernel prints each 32-bit word of an address in host byte order, as hex. */
+function hexWordBytes(word: string): number[] {
+  const v = parseInt(word, 16);
+  const be = [(v >>> 24) & 255, (v >>> 16) & 255, (v >>> 8) & 255, v & 255];
+  return littleEndian ? be.reverse() : be;
+}
+
+export function decodeHexAddr(hex: string): string {
+  if (hex.length === 8) return hexWordBytes(hex).join('.');
+  if (hex.length !== 32) throw new Error(`bad /proc/net address ${JSON.stringify(hex)}`);
+  const bytes: number[] = [];
+  for (let i = 0; i < 32; i += 8) bytes.push(...hexWordBytes(hex.slice(i, i + 8)));
+  const words: string[] = [];
+  for (let i = 0; i < 16; i += 2) words.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
+  return words.join(':');
+}
+
+function endpoint(text: string): { family: Family; addr: string; port: number } {
+  const m = /^([0-9A-Fa-f]{8}|[0-9A-Fa-f]{32}):([0-9A-Fa-f]{4})$/.exec(text);
+  if (!m) throw new Error(`bad /proc/net endpoint ${JSON.stringify(text)}`);
+  const c = canonicalAddr(decodeHexAddr(m[1]!));
+  return { family: c.family, addr: c.addr, port: parseInt(m[2]!, 16) };
+}
+
+/** Parses the text of /proc/net/tcp or /proc/net/tcp6. Malformed lines throw: the format is the kernel's. */
+export function parseTcpTable(text: string): TcpRow[] {
+  const rows: TcpRow[] = [];
+  const lines = text.split('\n');
+  for (const line of lines.slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10) continue;
+    const local = endpoint(f[1]!);
+    const remote = endpoint(f[2]!);
+    rows.push({
+      family: local.family,
+      localAddr: local.addr,
+      localPort: local.port,
+      remoteAddr: remote.addr,
+      remotePort: remote.port,
+      state: parseInt(f[3]!, 16),
+      uid: Number(f[7]),
+      inode: Number(f[9]),
+    });
+  }
+  return rows;
+}
+
+/**
+ * The TCP sockets of one network namespace. /proc/net is the reader's namespace; /proc/PID/net
+ * is PID's — so the daemon passes 'self', and a test in the host namespace passes a pid that
+ * lives inside the namespace under test.
+ */
+export async function readTcpTables(netPid: number | 'self', procRoot = '/proc'): Promise<TcpRow[]> {
+  const out: TcpRow[] = [];
+  for (const file of ['tcp', 'tcp6']) {
+    let text: string;
+    try {
+      text = await readFile(`${procRoot}/${netPid}/net/${file}`, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && file === 'tcp6') continue; // IPv6 disabled
+      throw e;
+    }
+    out.push(...parseTcpTable(text));
+  }
+  return out;
+}
+
+export interface ProcStat {
+  pid: number;
+  comm: string;
+  state: string;
+  ppid: number;
+  /** Field 22: start time in clock ticks since boot; with the pid, a process's identity. */
+  startTicks: number;
+}
+
+/** Parses /proc/PID/stat. comm may hold spaces and parentheses, so fields count from the last ')'. */
+export function parseStat(text: string): ProcStat {
+  const open = text.indexOf('(');
+  const close = text.lastIndexOf(')');
+  if (open < 0 || close < open) throw new Error(`bad /proc stat line ${JSON.stringify(text.slice(0, 80))}`);
+  const rest = text.slice(close + 2).trim().split(' ');
+  // rest[0] is field 3 (state), so field N is rest[N - 3].
+  const pid = Number(text.slice(0, open).trim());
+  const ppid = Number(rest[1]);
+  const startTicks = Number(rest[19]);
+  if (!Number.isInteger(pid) || !Number.isInteger(ppid) || !Number.isInteger(startTicks) || rest.length < 20) {
+    throw new Error(`bad /proc stat line ${JSON.stringify(text.slice(0, 80))}`);
+  }
+  return { pid, comm: text.slice(open + 1, close), state: rest[0]!, ppid, startTicks };
+}
+
+/** The stat of a live process, or undefined if it is gone (or a zombie: it holds no sockets). */
+export async function readStat(pid: number, procRoot = '/proc'): Promise<ProcStat | undefined> {
+  try {
+    const st = parseStat(await readFile(`${procRoot}/${pid}/stat`, 'utf8'));
+    return st.state === 'Z' || st.state === 'X' ? undefined : st;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function listPids(procRoot = '/proc'): Promise<number[]> {
+  const names = await readdir(procRoot);
+  return names.filter((n) => /^\d+$/.test(n)).map(Number);
+}
+
+/**
+ * Children of the given processes. /proc/PID/task/TID/children is used when the kernel has it
+ * (CONFIG_PROC_CHILDREN); otherwise — as on this machine — one pass over every /proc/PID/stat.
+ */
+export async function childrenOf(parents: ReadonlySet<number>, procRoot = '/proc'): Promise<ProcStat[]> {
+  const viaChildren = await childrenFiles(parents, procRoot);
+  if (viaChildren) return viaChildren;
+  const out: ProcStat[] = [];
+  for (const pid of await listPids(procRoot)) {
+    const st = await readStat(pid, procRoot);
+    if (st && parents.has(st.ppid)) out.push(st);
+  }
+  return out;
+}
+
+async function childrenFiles(parents: ReadonlySet<number>, procRoot: string): Promise<ProcStat[] | undefined> {
+  const out: ProcStat[] = [];
+  for (const parent of parents) {
+    let tids: string[];
+    try {
+      tids = await readdir(`${procRoot}/${parent}/task`);
+    } catch {
+      continue; // parent gone
+    }
+    for (const tid of tids) {
+      let text: string;
+      try {
+        text = await readFile(`${procRoot}/${parent}/task/${tid}/children`, 'utf8');
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // not compiled in
+        continue;
+      }
+      for (const c of text.split(/\s+/).filter(Boolean)) {
+        const st = await readStat(Number(c), procRoot);
+        if (st && st.ppid === parent) out.push(st);
+      }
+    }
+  }
+  return out;
+}
+
+const SOCKET_LINK = /^socket:\[(\d+)\]$/;
+
+/**
+ * Socket inode → owning pids, for the processes the caller cares about only (registered ones and
+ * their descendants), not all of /proc. Between lookups the index is kept; a hit is checked with
+ * one readlink, and a miss rescans the fd tables of the given pids only, one scan at a time
+ * (concurrent misses share it). fd numbers are reused at once by short connections, so an fd's
+ * link is never trusted from an earlier scan without reading it again.
+ */
+export class SocketIndex {
+  private byInode = new Map<number, { pid: number; fd: string }[]>();
+  private scanning: Promise<void> | undefined;
+  private queued: Promise<void> | undefined;
+  private latestPids: ReadonlySet<number> = new Set();
+  scans = 0;
+
+  constructor(private readonly procRoot = '/proc') {}
+
+  async owners(inode: number, pids: ReadonlySet<number>): Promise<number[]> {
+    const cached = await this.verified(inode, pids);
+    if (cached.length) return cached;
+    await this.rescan(pids);
+    return this.verified(inode, pids);
+  }
+
+  private async verified(inode: number, pids: ReadonlySet<number>): Promise<number[]> {
+    const out = new Set<number>();
+    for (const { pid, fd } of this.byInode.get(inode) ?? []) {
+      if (!pids.has(pid)) continue;
+      const link = await readlink(`${this.procRoot}/${pid}/fd/${fd}`).catch(() => '');
+      if (link === `socket:[${inode}]`) out.add(pid);
+    }
+    return [...out];
+  }
+
+  /** Scans after this call began: a scan already running may have read a pid's fds too early,
+   * so callers arriving during one share a single follow-up scan. */
+  private rescan(pids: ReadonlySet<number>): Promise<void> {
+    this.latestPids = pids;
+    if (!this.scanning) {
+      this.scanning = this.scan(pids).finally(() => (this.scanning = undefined));
+      return this.scanning;
+    }
+    this.queued ??= this.scanning.then(() => {
+      this.queued = undefined;
+      return this.rescan(this.latestPids);
+    });
+    return this.queued;
+  }
+
+  private async scan(pids: ReadonlySet<number>): Promise<void> {
+    this.scans += 1;
+    const next = new Map<number, { pid: number; fd: string }[]>();
+    await Promise.all(
+      [...pids].map(async (pid) => {
+        const fds = await readdir(`${this.procRoot}/${pid}/fd`).catch(() => [] as string[]);
+        await Promise.all(
+          fds.map(async (fd) => {
+            const m = SOCKET_LINK.exec(await readlink(`${this.procRoot}/${pid}/fd/${fd}`).catch(() => ''));
+            if (!m) return;
+            const inode = Number(m[1]);
+            const list = next.get(inode) ?? [];
+            list.push({ pid, fd });
+            next.set(inode, list);
+          }),
+        );
+      }),
+    );
+    this.byInode = next;
+  }
+}
