@@ -43,40 +43,34 @@ function claimFrom(params: Map<string, string>): ProcessClaim {
 
 const PROCESS_PARAMS = ['jobid', 'pid', 'owner', 'birthdate'] as const;
 
+/** Handles one of the original's paths; a RequestError propagates to the server, which answers
+ * it in this API's style (`1` and the reason). */
 export async function handleCompat(req: IncomingMessage, res: ServerResponse, segments: string[], control: DaemonControl): Promise<void> {
-  try {
-    if (req.method !== 'GET' && req.method !== 'HEAD') throw methodNotAllowed(['GET']);
-    if (segments.length > 2) throw new RequestError(404, 'no such path');
-    const route = segments[0]!.toLowerCase();
-    const text = segments[1];
-    switch (route) {
-      case 'startprofile': {
-        const p = parseParams(text, PROCESS_PARAMS);
-        await control.register(checkJobId(p.get('jobid')), claimFrom(p));
-        break;
-      }
-      case 'endprocessprofile': {
-        const p = parseParams(text, PROCESS_PARAMS);
-        await control.endProcess(checkJobId(p.get('jobid')), claimFrom(p));
-        break;
-      }
-      case 'endjobprofile': {
-        const p = parseParams(text, ['jobid']);
-        await control.endJob(checkJobId(p.get('jobid')));
-        break;
-      }
-      case 'shutdown':
-        if (text) throw new RequestError(404, 'no such path');
-        send(res, 200, '0', 'text/plain; charset=utf-8', { Connection: 'close' });
-        res.once('finish', () => control.shutdown('GET /shutdown'));
-        return;
+  if (req.method !== 'GET' && req.method !== 'HEAD') throw methodNotAllowed(['GET']);
+  if (segments.length > 2) throw new RequestError(404, 'no such path');
+  const route = segments[0]!.toLowerCase();
+  const text = segments[1];
+  switch (route) {
+    case 'startprofile': {
+      const p = parseParams(text, PROCESS_PARAMS);
+      await control.register(checkJobId(p.get('jobid')), claimFrom(p));
+      break;
     }
-    send(res, 200, '0', 'text/plain; charset=utf-8');
-  } catch (e) {
-    const err = e instanceof RequestError ? e : undefined;
-    const status = err?.status ?? 500;
-    const extra: Record<string, string> = err && 'allow' in err ? { Allow: String((err as { allow: string }).allow) } : {};
-    send(res, status, `1\n${err ? err.message : 'internal error; see the daemon log'}\n`, 'text/plain; charset=utf-8', extra);
-    if (!err) throw e;
+    case 'endprocessprofile': {
+      const p = parseParams(text, PROCESS_PARAMS);
+      await control.endProcess(checkJobId(p.get('jobid')), claimFrom(p));
+      break;
+    }
+    case 'endjobprofile': {
+      const p = parseParams(text, ['jobid']);
+      await control.endJob(checkJobId(p.get('jobid')));
+      break;
+    }
+    case 'shutdown':
+      if (text) throw new RequestError(404, 'no such path');
+      send(res, 200, '0', 'text/plain; charset=utf-8', { Connection: 'close' });
+      res.once('finish', () => control.shutdown('GET /shutdown'));
+      return;
   }
+  send(res, 200, '0', 'text/plain; charset=utf-8');
 }

@@ -3,7 +3,7 @@ import type { DaemonControl } from './control.js';
 import { RequestError } from '../registry/registry.js';
 import { handleCompat, isCompatPath } from './compat.js';
 import { handleV1 } from './v1.js';
-import { MAX_BODY_BYTES, pathSegments, sendJson } from './http.js';
+import { MAX_BODY_BYTES, pathSegments, send, sendJson } from './http.js';
 import { diag } from '../util/diag.js';
 
 /** Request lines and headers beyond this are refused with 431 by Node itself. */
@@ -15,7 +15,7 @@ export function createApiServer(control: DaemonControl): Server {
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
     dispatch(req, res, control).catch((e: unknown) => {
       diag.error('request failed', { method: req.method, url: req.url?.slice(0, 200), error: (e as Error).stack ?? String(e) });
-      if (!res.headersSent) sendJson(res, 500, { error: { status: 500, message: 'internal error; see the daemon log' } });
+      sendError(res, new RequestError(500, 'internal error; see the daemon log'), isCompatUrl(req.url));
     });
   });
   server.keepAliveTimeout = 5_000;
@@ -30,27 +30,28 @@ export function createApiServer(control: DaemonControl): Server {
 }
 
 async function dispatch(req: IncomingMessage, res: ServerResponse, control: DaemonControl): Promise<void> {
-  let segments: string[];
+  const url = req.url ?? '/';
+  const compat = isCompatUrl(url);
   try {
-    segments = pathSegments(req.url ?? '/');
-  } catch (e) {
-    return sendError(res, e as RequestError);
-  }
-  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) {
-    return sendError(res, new RequestError(413, `request body over ${MAX_BODY_BYTES} bytes`));
-  }
-  if (isCompatPath(segments)) return handleCompat(req, res, segments, control);
-  try {
+    if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) throw new RequestError(413, `request body over ${MAX_BODY_BYTES} bytes`);
+    const segments = pathSegments(url);
+    if (compat) return await handleCompat(req, res, segments, control);
     if (segments[0] === 'v1') return await handleV1(req, res, segments, control);
     throw new RequestError(404, 'no such path; see /v1/health, /v1/jobs, or the original /startprofile/… paths');
   } catch (e) {
     if (!(e instanceof RequestError)) throw e;
-    sendError(res, e);
+    sendError(res, e, compat);
   }
 }
 
-function sendError(res: ServerResponse, e: RequestError): void {
+function isCompatUrl(url = '/'): boolean {
+  return isCompatPath([url.split(/[/?]/)[1] ?? '']);
+}
+
+/** The original's callers read `1` and a reason line; new callers read JSON. */
+function sendError(res: ServerResponse, e: RequestError, compat: boolean): void {
   const extra: Record<string, string> = 'allow' in e ? { Allow: String((e as { allow: string }).allow) } : {};
   if (e.status === 413) extra.Connection = 'close';
-  sendJson(res, e.status, { error: { status: e.status, message: e.message } }, extra);
+  if (compat) send(res, e.status, `1\n${e.message}\n`, 'text/plain; charset=utf-8', extra);
+  else sendJson(res, e.status, { error: { status: e.status, message: e.message } }, extra);
 }
