@@ -82,6 +82,9 @@ export class Capture extends EventEmitter<CaptureEvents> {
       .filter(Boolean);
     if (!names.length) throw new Error('capture: no interface configured');
     if (new Set(names).size !== names.length) throw new Error(`capture: interface listed twice in ${names.join(',')}`);
+    if (names.includes('any') && names.length > 1) {
+      throw new Error(`capture: 'any' already covers every interface; ${names.join(',')} would report segments twice`);
+    }
     for (const n of names) {
       // tcpdump would take "-x" as an option; interface names never start with "-".
       if (n.startsWith('-') || /\s/.test(n)) throw new Error(`capture: bad interface name ${JSON.stringify(n)}`);

@@ -170,6 +170,8 @@ describe('capture supervision', () => {
   it('rejects interface names tcpdump would read as options', () => {
     expect(() => captureIn(pair.node, '-w,lo')).toThrow(/bad interface name/);
     expect(() => captureIn(pair.node, ' , ')).toThrow(/no interface/);
+    expect(() => captureIn(pair.node, 'lo,lo')).toThrow(/listed twice/);
+    expect(() => captureIn(pair.node, 'any,lo')).toThrow(/'any' already covers every interface/);
   });
 
   it('restarts a killed tcpdump and reports the gap', async () => {
