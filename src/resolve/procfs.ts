@@ -160,8 +160,46 @@ export async function childrenOf(parents: ReadonlySet<number>, procRoot = '/proc
   return out;
 }
 
+/**
+ * Every live descendant of the roots that /proc can still show (by PPid — a process whose parent
+ * already exited was reparented and is not found here; fork events cover those). One pass over
+ * /proc when /proc/PID/task/TID/children is not available.
+ */
+export async function descendantsOf(roots: ReadonlySet<number>, procRoot = '/proc'): Promise<ProcStat[]> {
+  const out: ProcStat[] = [];
+  const viaChildren = await childrenFiles(roots, procRoot);
+  if (viaChildren) {
+    let level = viaChildren;
+    while (level.length) {
+      out.push(...level);
+      level = (await childrenFiles(new Set(level.map((s) => s.pid)), procRoot)) ?? [];
+    }
+    return out;
+  }
+  const byParent = new Map<number, ProcStat[]>();
+  for (const pid of await listPids(procRoot)) {
+    const st = await readStat(pid, procRoot);
+    if (!st) continue;
+    const list = byParent.get(st.ppid) ?? [];
+    list.push(st);
+    byParent.set(st.ppid, list);
+  }
+  const queue = [...roots];
+  const seen = new Set(roots);
+  while (queue.length) {
+    for (const st of byParent.get(queue.shift()!) ?? []) {
+      if (seen.has(st.pid)) continue;
+      seen.add(st.pid);
+      out.push(st);
+      queue.push(st.pid);
+    }
+  }
+  return out;
+}
+
 async function childrenFiles(parents: ReadonlySet<number>, procRoot: string): Promise<ProcStat[] | undefined> {
   const out: ProcStat[] = [];
+  let answered = false;
   for (const parent of parents) {
     let tids: string[];
     try {
@@ -169,6 +207,7 @@ async function childrenFiles(parents: ReadonlySet<number>, procRoot: string): Pr
     } catch {
       continue; // parent gone
     }
+    answered = true;
     for (const tid of tids) {
       let text: string;
       try {
@@ -183,7 +222,7 @@ async function childrenFiles(parents: ReadonlySet<number>, procRoot: string): Pr
       }
     }
   }
-  return out;
+  return answered || !parents.size ? out : undefined;
 }
 
 const SOCKET_LINK = /^socket:\[(\d+)\]$/;

@@ -1,0 +1,234 @@
+import { EventEmitter } from 'node:events';
+import type { ExitEvent, ForkEvent, TraceEvent } from './events.js';
+import { descendantsOf, readStat } from './procfs.js';
+
+/**
+ * Which processes descend from the registered root pids. Learned as it happens from fork events
+ * (a child that lives a few ms is gone before /proc can be read), completed from /proc PPid for
+ * what happened before we looked, and kept after a process's parent exits (it was reparented, but
+ * it is still the job's). A pid is a process only together with its start: a pid that exits and
+ * reappears is a new process, recognised by start ticks (/proc, exit events) and by event order.
+ *
+ * Events: 'fork' (ProcessRecord), 'exit' (ProcessRecord).
+ */
+
+export interface ProcessRecord {
+  pid: number;
+  parent: number | undefined;
+  /** The registered root this process descends from (itself for a root). */
+  root: number;
+  /** /proc/PID/stat start time (clock ticks), when known. */
+  startTicks?: number;
+  /** Fork event time (CLOCK_MONOTONIC ns), when learned from one. */
+  bornNs?: bigint;
+  exitNs?: bigint;
+  /** Date.now() when the exit was noticed; exited records stay looked-up-able for a grace time. */
+  exitedAt?: number;
+}
+
+export interface LineageOptions {
+  procRoot?: string;
+  /** How long an exited process can still be looked up (its late connections still map to its job). */
+  exitedGraceMs?: number;
+  /** How long forks of unknown parents are remembered, for events read out of order across CPUs
+   * and for children born just before their parent was registered. */
+  recentForkMs?: number;
+}
+
+interface RecentFork {
+  parent: number;
+  ns: bigint;
+  at: number;
+}
+
+const RECENT_MAX = 16_384;
+
+export class Lineage extends EventEmitter {
+  private records = new Map<number, ProcessRecord>();
+  private alive = new Set<number>();
+  private recentForks = new Map<number, RecentFork>();
+  private recentExits = new Map<number, { ns: bigint; startTicks: number; at: number }>();
+  private events = 0;
+  private readonly procRoot: string;
+  private readonly exitedGraceMs: number;
+  private readonly recentForkMs: number;
+
+  constructor(options: LineageOptions = {}) {
+    super();
+    this.procRoot = options.procRoot ?? '/proc';
+    this.exitedGraceMs = options.exitedGraceMs ?? 60_000;
+    this.recentForkMs = options.recentForkMs ?? 10_000;
+  }
+
+  /** Follows fork and exit events of a tracer; returns the unsubscribe function. */
+  attach(source: EventEmitter): () => void {
+    const on = (ev: TraceEvent) => {
+      if (ev.kind === 'fork') this.onFork(ev);
+      else if (ev.kind === 'exit') this.onExit(ev);
+    };
+    source.on('event', on);
+    return () => source.off('event', on);
+  }
+
+  /** Registers a root. False when no such live process exists. Its existing descendants are
+   * found in /proc, and children forked moments before registration from recent fork events. */
+  async addRoot(pid: number): Promise<boolean> {
+    const st = await readStat(pid, this.procRoot);
+    if (!st) return false;
+    const prior = this.records.get(pid);
+    const same = prior && !prior.exitedAt && (prior.startTicks === undefined || prior.startTicks === st.startTicks);
+    const rec: ProcessRecord = same ? prior : { pid, parent: st.ppid, root: pid };
+    rec.startTicks = st.startTicks;
+    this.records.set(pid, rec);
+    this.alive.add(pid);
+    this.reroot(pid, pid);
+    this.adoptRecent(pid, rec.bornNs ?? 0n);
+    await this.refresh([pid]);
+    return true;
+  }
+
+  /** Forgets a root and everything that descends from it through it. */
+  removeRoot(pid: number): void {
+    for (const [p, rec] of this.records) {
+      if (rec.root !== pid) continue;
+      this.records.delete(p);
+      this.alive.delete(p);
+    }
+  }
+
+  /** Live processes descending from a root (roots included). Do not mutate. */
+  live(): ReadonlySet<number> {
+    return this.alive;
+  }
+
+  isTracked(pid: number): boolean {
+    return this.alive.has(pid);
+  }
+
+  /** The record of a tracked process, also of one that exited less than the grace time ago. */
+  lookup(pid: number): ProcessRecord | undefined {
+    const rec = this.records.get(pid);
+    return rec ? { ...rec } : undefined;
+  }
+
+  rootOf(pid: number): number | undefined {
+    return this.records.get(pid)?.root;
+  }
+
+  /** True when `pid` descends from `ancestor` (or is it), through the recorded parents. */
+  descendsFrom(pid: number, ancestor: number): boolean {
+    for (let p: number | undefined = pid, hops = 0; p !== undefined && hops < 4096; hops++) {
+      if (p === ancestor) return true;
+      p = this.records.get(p)?.parent;
+    }
+    return false;
+  }
+
+  /**
+   * Completes from /proc: adds live descendants of tracked processes that no event told about
+   * (forked before the tracer ran, or with eBPF off), and notices exits and reused pids (the
+   * fallback when no exit event came).
+   */
+  async refresh(from: Iterable<number> = this.alive): Promise<void> {
+    const start = new Set(from);
+    for (const pid of start) {
+      const rec = this.records.get(pid);
+      if (!rec || rec.exitedAt) continue;
+      const st = await readStat(pid, this.procRoot);
+      if (!st || (rec.startTicks !== undefined && rec.startTicks !== st.startTicks)) {
+        this.markExited(rec, undefined);
+        start.delete(pid);
+      } else {
+        rec.startTicks = st.startTicks;
+      }
+    }
+    if (!start.size) return this.prune();
+    for (const st of await descendantsOf(start, this.procRoot)) {
+      const known = this.records.get(st.pid);
+      if (known && !known.exitedAt && (known.startTicks === undefined || known.startTicks === st.startTicks)) {
+        known.startTicks = st.startTicks;
+        continue;
+      }
+      const parent = this.records.get(st.ppid);
+      if (!parent || parent.exitedAt) continue;
+      this.add({ pid: st.pid, parent: st.ppid, root: parent.root, startTicks: st.startTicks });
+    }
+    this.prune();
+  }
+
+  onFork(ev: ForkEvent): void {
+    if (++this.events % 1024 === 0) this.prune();
+    this.recentForks.set(ev.child, { parent: ev.parent, ns: ev.ns, at: Date.now() });
+    if (this.recentForks.size > RECENT_MAX) this.recentForks.delete(this.recentForks.keys().next().value!);
+    const parent = this.records.get(ev.parent);
+    if (!parent || !this.existedAt(parent, ev.ns)) return;
+    this.forked(ev.parent, ev.child, ev.ns, parent.root);
+  }
+
+  onExit(ev: ExitEvent): void {
+    if (++this.events % 1024 === 0) this.prune();
+    this.recentExits.set(ev.pid, { ns: ev.ns, startTicks: ev.startTicks, at: Date.now() });
+    if (this.recentExits.size > RECENT_MAX) this.recentExits.delete(this.recentExits.keys().next().value!);
+    const rec = this.records.get(ev.pid);
+    if (!rec || rec.exitedAt) return;
+    if (rec.startTicks !== undefined && rec.startTicks !== ev.startTicks) return; // another incarnation
+    if (rec.bornNs !== undefined && ev.ns < rec.bornNs) return; // the previous holder of the pid
+    this.markExited(rec, ev.ns);
+  }
+
+  private existedAt(rec: ProcessRecord, ns: bigint): boolean {
+    return (rec.bornNs === undefined || ns >= rec.bornNs) && (rec.exitNs === undefined || ns <= rec.exitNs) && (!rec.exitedAt || rec.exitNs !== undefined);
+  }
+
+  private forked(parent: number, child: number, ns: bigint, root: number): void {
+    const prior = this.records.get(child);
+    if (prior && prior.bornNs !== undefined && prior.bornNs >= ns) return; // already know a later one
+    const rec = this.add({ pid: child, parent, root, bornNs: ns });
+    // Its exit may have been read before its fork (per-CPU buffers are not merged in order).
+    const exit = this.recentExits.get(child);
+    if (exit && exit.ns >= ns) {
+      rec.startTicks = exit.startTicks;
+      this.markExited(rec, exit.ns);
+    }
+    this.adoptRecent(child, ns);
+  }
+
+  /** Children of `pid` whose fork events arrived before we knew `pid` was tracked. */
+  private adoptRecent(pid: number, notBefore: bigint): void {
+    const root = this.records.get(pid)!.root;
+    for (const [child, f] of this.recentForks) {
+      if (f.parent !== pid || f.ns < notBefore || this.records.get(child)?.bornNs === f.ns) continue;
+      if (Date.now() - f.at > this.recentForkMs) continue;
+      this.forked(pid, child, f.ns, root);
+    }
+  }
+
+  private add(rec: ProcessRecord): ProcessRecord {
+    this.records.set(rec.pid, rec);
+    this.alive.add(rec.pid);
+    this.emit('fork', { ...rec });
+    return rec;
+  }
+
+  private reroot(pid: number, root: number): void {
+    for (const rec of this.records.values()) {
+      if (rec.pid !== pid && this.descendsFrom(rec.pid, pid)) rec.root = root;
+    }
+  }
+
+  private markExited(rec: ProcessRecord, ns: bigint | undefined): void {
+    rec.exitedAt = Date.now();
+    if (ns !== undefined) rec.exitNs = ns;
+    this.alive.delete(rec.pid);
+    this.emit('exit', { ...rec });
+  }
+
+  private prune(): void {
+    const now = Date.now();
+    for (const [pid, rec] of this.records) {
+      if (rec.exitedAt && now - rec.exitedAt > this.exitedGraceMs && this.records.get(pid) === rec) this.records.delete(pid);
+    }
+    for (const [pid, f] of this.recentForks) if (now - f.at > this.recentForkMs) this.recentForks.delete(pid);
+    for (const [pid, x] of this.recentExits) if (now - x.at > this.recentForkMs) this.recentExits.delete(pid);
+  }
+}
