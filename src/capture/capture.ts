@@ -140,6 +140,7 @@ class InterfaceWatcher {
   }
 
   async start(): Promise<void> {
+    if (this.run && !this.run.finished) return;
     this.stopping = false;
     await this.launch();
   }
@@ -180,11 +181,7 @@ class InterfaceWatcher {
       local: o.local,
       onEvent: (e) => {
         this.s.events++;
-        try {
-          this.out.emit('event', e);
-        } catch (err) {
-          this.warn(`event listener threw: ${(err as Error).message}`);
-        }
+        this.tell('event', e);
       },
       onFrame: (linkType) => {
         this.s.frames++;
@@ -203,7 +200,7 @@ class InterfaceWatcher {
     this.capturedInFinishedRuns += run.reportedCaptured;
     if (this.stopping || !run.listening) return; // a start() failure is reported by start()
     this.s.lastError = end.reason;
-    this.out.emit('down', { iface: this.iface, time: end.time, reason: end.reason });
+    this.tell('down', { iface: this.iface, time: end.time, reason: end.reason });
     // A run that had been healthy for a while resets the backoff.
     if (end.time - (run.listeningSince ?? end.time) > 10_000) this.delay = this.opts.restartDelayMs?.min ?? 250;
     this.scheduleRestart(end.time, end.reason);
@@ -215,7 +212,7 @@ class InterfaceWatcher {
       if (this.stopping) return;
       this.s.restarts++;
       this.launch().then(
-        () => this.out.emit('gap', { iface: this.iface, start: gapStart, end: Date.now(), reason }),
+        () => this.tell('gap', { iface: this.iface, start: gapStart, end: Date.now(), reason }),
         (err: Error) => {
           if (this.stopping) return;
           this.s.lastError = err.message;
@@ -227,7 +224,21 @@ class InterfaceWatcher {
     this.delay = Math.min(max, this.delay * 2);
   }
 
+  /** Emits without letting a listener's exception escape: these run inside stream and promise
+   * callbacks, where a throw would kill the capture loop or become an unhandled rejection. */
+  private tell<K extends keyof CaptureEvents>(name: K, ...args: CaptureEvents[K]): void {
+    try {
+      (this.out.emit as (n: K, ...a: CaptureEvents[K]) => boolean)(name, ...args);
+    } catch (err) {
+      this.warn(`${name} listener threw: ${(err as Error).message}`);
+    }
+  }
+
   private warn(msg: string): void {
-    if (this.out.listenerCount('warning')) this.out.emit('warning', `${this.iface}: ${msg}`);
+    try {
+      if (this.out.listenerCount('warning')) this.out.emit('warning', `${this.iface}: ${msg}`);
+    } catch {
+      /* a throwing warning listener has nowhere left to report to */
+    }
   }
 }

@@ -92,6 +92,23 @@ describe('capture supervision (fake tcpdump)', () => {
     await expect(f.capture.start()).rejects.toThrow(/cannot run \/nonexistent\/tcpdump: spawn .*ENOENT/);
   });
 
+  it('survives throwing down and gap listeners', async () => {
+    const f = fake('garbage-then-fixture');
+    f.capture.prependListener('down', () => {
+      throw new Error('down bug');
+    });
+    f.capture.prependListener('gap', () => {
+      throw new Error('gap bug');
+    });
+    await f.capture.start();
+    // A throwing listener stops EventEmitter from calling the later ones (our recorder).
+    await until(() => f.warnings.includes('veth0: gap listener threw: gap bug') && f.events.length === 11);
+    await f.capture.stop();
+    expect(f.capture.stats()[0]!.listening).toBe(false);
+    expect(f.warnings).toContain('veth0: down listener threw: down bug');
+    expect(f.warnings).toContain('veth0: gap listener threw: gap bug');
+  });
+
   it('survives a throwing event listener', async () => {
     const f = fake('fixture');
     f.capture.prependListener('event', () => {
