@@ -51,7 +51,11 @@ export interface CounterEngine {
   end(keys: readonly ConnKey[]): Promise<Array<Counts | undefined>>;
   /** Stops counting connections that belong to nobody we profile (nftables adds every SYN). */
   discard(keys: readonly ConnKey[]): Promise<void>;
-  /** Everything this daemon has installed, with counters. */
+  /** Periodic garbage collection: removes counters nobody began that were already unowned at the
+   * previous sweep (so garbage lives at most two sweep periods). Returns how many connections'
+   * counters it removed. iptables installs nothing unowned: always 0. */
+  sweep(): Promise<number>;
+  /** The connections counted for an owner (begun, or left by a crashed run), with counters. */
   list(): Promise<Installed[]>;
   /** How many connections are counted for registered owners now. */
   size(): number;

@@ -1,0 +1,28 @@
+import type { CounterEngine } from './engine.js';
+import { IptablesEngine } from './iptables.js';
+import { NftablesEngine } from './nftables.js';
+
+export type { BeginOutcome, CounterEngine, CounterOwner, Counts, Installed } from './engine.js';
+export { IptablesEngine, type IptablesOptions } from './iptables.js';
+export { NftablesEngine, type NftablesOptions } from './nftables.js';
+
+export type EngineKind = 'nftables' | 'iptables';
+
+export interface EngineConfig {
+  /** RULES_THRESHOLD. */
+  capacity: number;
+  /** Interfaces to count on (nftables; iptables counts every interface). */
+  interfaces?: readonly string[];
+}
+
+/** The profiler's one entry point: ENGINE from the configuration → an engine. */
+export function createCounterEngine(kind: EngineKind, config: EngineConfig): CounterEngine {
+  switch (kind) {
+    case 'nftables':
+      return new NftablesEngine(config);
+    case 'iptables':
+      return new IptablesEngine({ capacity: config.capacity });
+    default:
+      throw new Error(`unknown counter engine ${JSON.stringify(kind)} (nftables or iptables)`);
+  }
+}

@@ -1,0 +1,51 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { run, runOk, type RunResult } from '../util/exec.js';
+
+/**
+ * How an engine reaches the kernel's tools: argument arrays (no shell), optionally inside a
+ * network namespace (tests), batch input through a file in a private directory (`nft -f -` and
+ * the *-restore tools misbehave when fed from Node's stdin pipe), and one operation at a time so
+ * a read-then-delete never interleaves with another change.
+ */
+export class Kernel {
+  private dir: string | undefined;
+  private tail: Promise<unknown> = Promise.resolve();
+  private files = 0;
+
+  constructor(private readonly netns?: string) {}
+
+  run(file: string, args: readonly string[]): Promise<RunResult> {
+    return this.netns ? run('ip', ['netns', 'exec', this.netns, file, ...args]) : run(file, args);
+  }
+
+  runOk(file: string, args: readonly string[]): Promise<string> {
+    return this.netns ? runOk('ip', ['netns', 'exec', this.netns, file, ...args]) : runOk(file, args);
+  }
+
+  /** Writes a batch to a private file (mode 0600 in a 0700 directory), passes its path to fn. */
+  async withBatchFile<T>(content: string, fn: (path: string) => Promise<T>): Promise<T> {
+    this.dir ??= await mkdtemp(join(tmpdir(), 'netprof-'));
+    this.files += 1;
+    const path = join(this.dir, `batch-${this.files}`);
+    await writeFile(path, content, { mode: 0o600 });
+    try {
+      return await fn(path);
+    } finally {
+      await rm(path, { force: true });
+    }
+  }
+
+  /** Runs fn after every operation queued before it has settled. */
+  serial<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(fn, fn);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+
+  async close(): Promise<void> {
+    if (this.dir) await rm(this.dir, { recursive: true, force: true });
+    this.dir = undefined;
+  }
+}

@@ -1,0 +1,184 @@
+import type { Family } from '../connection.js';
+import type { Counts } from './engine.js';
+import { canonicalAddr, type Tuple } from './tuple.js';
+
+/**
+ * What the nftables engine installs and says to nft, with no I/O: the table's text (fixed
+ * words, names checked below) and element batches as JSON (so that no job id, whatever its
+ * quotes, `#`, `;` or `$()`, can change a command's meaning).
+ */
+
+export interface NftLayout {
+  table: string;
+  /** Interfaces whose SYN / SYN-ACK create elements; undefined: all. */
+  interfaces?: readonly string[];
+  flowsSize: number;
+  ownersSize: number;
+  /** Hook priority of both chains (after the usual filter at 0: counts what the firewall let pass). */
+  priority: number;
+}
+
+export const flowsSet = (f: Family): string => (f === 4 ? 'flows4' : 'flows6');
+export const ownersSet = (f: Family): string => (f === 4 ? 'owners4' : 'owners6');
+
+const NAME = /^[A-Za-z_][A-Za-z0-9_]{0,31}$/;
+const IFNAME = /^[A-Za-z0-9_.@+-]{1,15}$/;
+
+export function checkLayout(l: NftLayout): void {
+  if (!NAME.test(l.table)) throw new Error(`bad nftables table name ${JSON.stringify(l.table)}`);
+  for (const i of l.interfaces ?? []) if (!IFNAME.test(i)) throw new Error(`bad interface name ${JSON.stringify(i)}`);
+  if (l.interfaces && l.interfaces.length === 0) throw new Error('empty interface list: nothing would be counted');
+  for (const n of [l.flowsSize, l.ownersSize, l.priority]) if (!Number.isInteger(n)) throw new Error(`not an integer: ${n}`);
+}
+
+/** `table …; delete table …`: removes our table if it exists, in the same transaction as what follows. */
+export function dropTableText(table: string): string {
+  return `table inet ${table}\ndelete table inet ${table}\n`;
+}
+
+/**
+ * The whole table, replacing any previous one atomically. Each TCP packet is counted once, in
+ * the element of its own direction:
+ *  - a SYN (no ACK) first deletes both directions' elements (left over from an earlier
+ *    connection on the same 4-tuple, which would otherwise add its bytes), then `add` creates
+ *    the originator's element and counts the SYN;
+ *  - a SYN-ACK `add`s the responder's element (counted; a retransmitted one is counted too:
+ *    `add` on an existing element only counts);
+ *  - every other packet is counted by the lookup when its element exists.
+ * Loopback packets pass output and input; they are counted at output only (`iif lo` also covers
+ * traffic to the host's own non-127 addresses, which is routed via lo).
+ */
+export function tableText(l: NftLayout): string {
+  checkLayout(l);
+  const ifs = (dir: 'iifname' | 'oifname'): string =>
+    l.interfaces ? ` ${dir} { ${l.interfaces.map((i) => `"${i}"`).join(', ')} }` : '';
+  const rules = (dir: 'iifname' | 'oifname'): string[] =>
+    ([4, 6] as const).flatMap((f) => {
+      const ip = f === 4 ? 'ip' : 'ip6';
+      const proto = `meta nfproto ${f === 4 ? 'ipv4' : 'ipv6'} meta l4proto tcp`;
+      const fwd = `${ip} saddr . tcp sport . ${ip} daddr . tcp dport`;
+      const back = `${ip} daddr . tcp dport . ${ip} saddr . tcp sport`;
+      const s = `@${flowsSet(f)}`;
+      return [
+        `${proto} tcp flags & (syn|ack) == syn${ifs(dir)} delete ${s} { ${back} } delete ${s} { ${fwd} } add ${s} { ${fwd} }`,
+        `${proto} tcp flags & (syn|ack) == syn|ack${ifs(dir)} add ${s} { ${fwd} }`,
+        `${proto} tcp flags & syn == 0 ${fwd} ${s}`,
+      ];
+    });
+  const set = (name: string, f: Family, extra: string, size: number): string =>
+    `  set ${name} { type ${f === 4 ? 'ipv4_addr' : 'ipv6_addr'} . inet_service . ${f === 4 ? 'ipv4_addr' : 'ipv6_addr'} . inet_service; size ${size};${extra} }`;
+  return [
+    dropTableText(l.table).trimEnd(),
+    `table inet ${l.table} {`,
+    set('flows4', 4, ' flags dynamic; counter;', l.flowsSize),
+    set('flows6', 6, ' flags dynamic; counter;', l.flowsSize),
+    set('owners4', 4, '', l.ownersSize),
+    set('owners6', 6, '', l.ownersSize),
+    `  chain output { type filter hook output priority ${l.priority}; policy accept;`,
+    ...rules('oifname').map((r) => `    ${r}`),
+    '  }',
+    `  chain input { type filter hook input priority ${l.priority}; policy accept;`,
+    '    iif "lo" return',
+    ...rules('iifname').map((r) => `    ${r}`),
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+export interface ElementSpec {
+  tuple: Tuple;
+  comment?: string;
+}
+
+type Json = Record<string, unknown>;
+
+function elementCmd(op: 'add' | 'delete', table: string, set: string, elems: readonly ElementSpec[]): Json {
+  const elem = elems.map(({ tuple: t, comment }) => {
+    const val = { concat: [t.saddr, t.sport, t.daddr, t.dport] };
+    return comment === undefined ? val : { elem: { val, comment } };
+  });
+  return { [op]: { element: { family: 'inet', table, name: set, elem } } };
+}
+
+/** One `nft -j -f` batch: a list of element additions and deletions, applied atomically. */
+export class ElementBatch {
+  private readonly cmds: Json[] = [];
+  constructor(private readonly table: string) {}
+
+  add(set: string, elems: readonly ElementSpec[]): this {
+    if (elems.length) this.cmds.push(elementCmd('add', this.table, set, elems));
+    return this;
+  }
+
+  delete(set: string, elems: readonly ElementSpec[]): this {
+    if (elems.length) this.cmds.push(elementCmd('delete', this.table, set, elems));
+    return this;
+  }
+
+  get empty(): boolean {
+    return this.cmds.length === 0;
+  }
+
+  toJson(): string {
+    return JSON.stringify({ nftables: this.cmds });
+  }
+}
+
+export interface SetElement {
+  tuple: Tuple;
+  counter?: { packets: number; bytes: number };
+  comment?: string;
+}
+
+/** Elements of our sets in `nft -j list set|table` output, keyed by set name; addresses canonical. */
+export function parseSets(jsonText: string): Map<string, SetElement[]> {
+  const doc = JSON.parse(jsonText) as { nftables?: unknown };
+  if (!Array.isArray(doc.nftables)) throw new Error('nft -j output without an "nftables" array');
+  const sets = new Map<string, SetElement[]>();
+  for (const item of doc.nftables as Json[]) {
+    const set = item.set as Json | undefined;
+    if (!set || typeof set.name !== 'string') continue;
+    const type = set.type as unknown;
+    const family: Family | undefined = Array.isArray(type) && type[0] === 'ipv4_addr' ? 4 : Array.isArray(type) && type[0] === 'ipv6_addr' ? 6 : undefined;
+    if (!family) continue;
+    const elems = Array.isArray(set.elem) ? (set.elem as unknown[]) : [];
+    sets.set(set.name, elems.map((e) => parseElement(family, e)));
+  }
+  return sets;
+}
+
+function parseElement(family: Family, e: unknown): SetElement {
+  const wrapped = (e as Json | null)?.elem as Json | undefined;
+  const val = (wrapped ? wrapped.val : e) as Json | undefined;
+  const parts = val?.concat;
+  if (!Array.isArray(parts) || parts.length !== 4) throw new Error(`unexpected set element ${JSON.stringify(e)}`);
+  const port = (p: unknown): number => {
+    const n = typeof p === 'number' ? p : typeof p === 'string' && /^\d+$/.test(p) ? Number(p) : NaN;
+    if (!Number.isInteger(n)) throw new Error(`unexpected port ${JSON.stringify(p)} (service names are not expected in -j output)`);
+    return n;
+  };
+  const out: SetElement = {
+    tuple: {
+      family,
+      saddr: canonicalAddr(family, String(parts[0])),
+      sport: port(parts[1]),
+      daddr: canonicalAddr(family, String(parts[2])),
+      dport: port(parts[3]),
+    },
+  };
+  const counter = wrapped?.counter as Json | undefined;
+  if (counter) out.counter = { packets: Number(counter.packets), bytes: Number(counter.bytes) };
+  if (typeof wrapped?.comment === 'string') out.comment = wrapped.comment;
+  return out;
+}
+
+/** A connection's counts from its two directions' elements (a missing one counts zero). */
+export function countsOf(out?: SetElement, inn?: SetElement): Counts {
+  return {
+    bytesOut: out?.counter?.bytes ?? 0,
+    packetsOut: out?.counter?.packets ?? 0,
+    bytesIn: inn?.counter?.bytes ?? 0,
+    packetsIn: inn?.counter?.packets ?? 0,
+  };
+}

@@ -1,0 +1,287 @@
+import type { Family } from '../connection.js';
+import type { BeginOutcome, ConnKey, CounterEngine, CounterOwner, Counts, Installed } from './engine.js';
+import { Kernel } from './kernel.js';
+import { countsOf, dropTableText, ElementBatch, flowsSet, ownersSet, parseSets, tableText, type NftLayout, type SetElement } from './nft-ruleset.js';
+import { canonicalKey, connId, inTuple, keyOf, mirrorKey, outTuple, ownerTag, parseOwnerTag, tupleId, type Tuple } from './tuple.js';
+
+export interface NftablesOptions {
+  /** RULES_THRESHOLD: connections counted for owners at once; beyond, begin() says 'no-room'. */
+  capacity: number;
+  /** Interfaces whose SYN / SYN-ACK start counting; include "lo" for connections to this host
+   * itself. Omitted: every interface. */
+  interfaces?: readonly string[];
+  /** Our table (`table inet <name>`); tests use their own. */
+  table?: string;
+  /** Kernel size of flows4/flows6. They also hold connections nobody profiles until discard()
+   * or sweep() removes them, hence larger than 2 × capacity. */
+  setSize?: number;
+  /** Hook priority of our chains; default 500, after the filter chains at 0. */
+  priority?: number;
+  /** Run nft inside this network namespace (tests). */
+  netns?: string;
+}
+
+interface Begun {
+  key: ConnKey;
+  owner: CounterOwner;
+  outcome: BeginOutcome;
+}
+
+type Flows = Map<string, SetElement>;
+
+/**
+ * Counts with per-element counters in sets of our own table. The datapath creates a
+ * connection's elements at its SYN / SYN-ACK (see tableText), so a connection begun later is
+ * still counted from its first packet; owners are kept in owners4/6, whose element comments
+ * name pid and job so a crashed run's counters can be harvested.
+ */
+export class NftablesEngine implements CounterEngine {
+  readonly name = 'nftables' as const;
+  private readonly kernel: Kernel;
+  private readonly layout: NftLayout;
+  private readonly capacity: number;
+  private readonly begun = new Map<string, Begun>();
+  /** Datapath elements (tuple ids) nobody owned at the previous sweep. */
+  private unownedAtLastSweep = new Set<string>();
+
+  constructor(options: NftablesOptions) {
+    if (!Number.isInteger(options.capacity) || options.capacity < 1) throw new Error(`capacity must be a positive integer, not ${options.capacity}`);
+    this.capacity = options.capacity;
+    this.layout = {
+      table: options.table ?? 'netprof',
+      interfaces: options.interfaces,
+      flowsSize: options.setSize ?? Math.max(65_536, 4 * options.capacity),
+      ownersSize: options.capacity + 16,
+      priority: options.priority ?? 500,
+    };
+    tableText(this.layout); // checks names now rather than at start()
+    this.kernel = new Kernel(options.netns);
+  }
+
+  start(): Promise<Installed[]> {
+    return this.kernel.serial(async () => {
+      const harvested = await this.harvest();
+      await this.nftFile(tableText(this.layout), false);
+      this.begun.clear();
+      this.unownedAtLastSweep.clear();
+      return harvested;
+    });
+  }
+
+  begin(items: ReadonlyArray<{ key: ConnKey; owner: CounterOwner }>): Promise<BeginOutcome[]> {
+    return this.kernel.serial(async () => {
+      const fresh: Begun[] = [];
+      const retag: Array<{ old: Begun; owner: CounterOwner }> = [];
+      const outcomes: Array<BeginOutcome | Begun> = items.map(({ key, owner }) => {
+        const k = canonicalKey(key);
+        ownerTag(owner); // refuse a bad owner before anything is installed
+        const known = this.begun.get(connId(k)) ?? fresh.find((b) => connId(b.key) === connId(k));
+        if (known) {
+          if (known.owner.pid !== owner.pid || known.owner.job !== owner.job) retag.push({ old: known, owner });
+          return known;
+        }
+        if (this.begun.size + fresh.length >= this.capacity) return 'no-room';
+        const b: Begun = { key: k, owner, outcome: 'from-first-packet' };
+        fresh.push(b);
+        return b;
+      });
+      if (fresh.length || retag.length) {
+        const attempt = async (flows: Flows, withFlowAdds: boolean): Promise<boolean> => {
+          const batch = new ElementBatch(this.layout.table);
+          for (const { old, owner } of retag) {
+            old.owner = owner;
+            if (!this.begun.has(connId(old.key))) continue; // begun in this call: added below
+            const tuple = outTuple(old.key);
+            batch.delete(ownersSet(old.key.family), [{ tuple }]).add(ownersSet(old.key.family), [{ tuple, comment: ownerTag(owner) }]);
+          }
+          for (const b of fresh) {
+            const missing = [outTuple(b.key), inTuple(b.key)].filter((t) => !flows.has(tupleId(t)));
+            // Both missing: the SYN was not seen (the connection predates us, another interface,
+            // or the set was full). One missing: the handshake is under way; the SYN-ACK's `add`
+            // will count into the element we add now.
+            b.outcome = missing.length === 2 ? 'from-now' : 'from-first-packet';
+            if (missing.length && !withFlowAdds) {
+              b.outcome = 'no-room';
+              continue;
+            }
+            batch.add(flowsSet(b.key.family), missing.map((tuple) => ({ tuple })));
+            batch.add(ownersSet(b.key.family), [{ tuple: outTuple(b.key), comment: ownerTag(b.owner) }]);
+          }
+          return this.apply(batch);
+        };
+        const families = new Set([...fresh, ...retag.map((r) => r.old)].map((b) => b.key.family));
+        // A full flows set makes the whole transaction fail: then count only what the datapath
+        // already has an element for.
+        if (!(await attempt(await this.readFlows(families), true)) && !(await attempt(await this.readFlows(families), false))) {
+          throw new Error(`nft: could not add elements to table inet ${this.layout.table}: ${this.lastError}`);
+        }
+        for (const b of fresh) if (b.outcome !== 'no-room') this.begun.set(connId(b.key), b);
+      }
+      return outcomes.map((o) => (typeof o === 'string' ? o : o.outcome));
+    });
+  }
+
+  read(keys: readonly ConnKey[]): Promise<Array<Counts | undefined>> {
+    return this.kernel.serial(async () => {
+      const ks = keys.map(canonicalKey);
+      const flows = await this.readFlows(new Set(ks.map((k) => k.family)));
+      return ks.map((k) => (this.begun.has(connId(k)) ? this.countsIn(flows, k) : undefined));
+    });
+  }
+
+  end(keys: readonly ConnKey[]): Promise<Array<Counts | undefined>> {
+    return this.kernel.serial(async () => {
+      const ks = keys.map(canonicalKey);
+      const families = new Set(ks.map((k) => k.family));
+      let counts: Array<Counts | undefined> = [];
+      const attempt = async (flows: Flows): Promise<boolean> => {
+        counts = ks.map((k) => (this.begun.has(connId(k)) ? this.countsIn(flows, k) : undefined));
+        const batch = new ElementBatch(this.layout.table);
+        const ending = new Set(ks.map(connId));
+        for (const k of ks) {
+          if (this.begun.has(connId(k))) batch.delete(ownersSet(k.family), [{ tuple: outTuple(k) }]);
+        }
+        this.deleteFlows(batch, flows, ks, ending);
+        return this.apply(batch);
+      };
+      if (!(await attempt(await this.readFlows(families))) && !(await attempt(await this.readFlows(families)))) {
+        throw new Error(`nft: could not remove ended connections from table inet ${this.layout.table}: ${this.lastError}`);
+      }
+      for (const k of ks) this.begun.delete(connId(k));
+      return counts;
+    });
+  }
+
+  discard(keys: readonly ConnKey[]): Promise<void> {
+    return this.kernel.serial(async () => {
+      const ks = keys.map(canonicalKey).filter((k) => !this.begun.has(connId(k)));
+      if (!ks.length) return;
+      const families = new Set(ks.map((k) => k.family));
+      const attempt = async (flows: Flows): Promise<boolean> => {
+        const batch = new ElementBatch(this.layout.table);
+        this.deleteFlows(batch, flows, ks, new Set());
+        return this.apply(batch);
+      };
+      if (!(await attempt(await this.readFlows(families))) && !(await attempt(await this.readFlows(families)))) {
+        throw new Error(`nft: could not discard connections from table inet ${this.layout.table}: ${this.lastError}`);
+      }
+    });
+  }
+
+  sweep(): Promise<number> {
+    return this.kernel.serial(async () => {
+      const flows = await this.readFlows(new Set<Family>([4, 6]));
+      const owned = new Set<string>();
+      for (const { key } of this.begun.values()) {
+        owned.add(tupleId(outTuple(key)));
+        owned.add(tupleId(inTuple(key)));
+      }
+      const unowned = new Set([...flows.keys()].filter((id) => !owned.has(id)));
+      const doomed = [...unowned].filter((id) => this.unownedAtLastSweep.has(id));
+      const batch = new ElementBatch(this.layout.table);
+      const connections = new Set<string>();
+      for (const family of [4, 6] as const) {
+        const tuples = doomed.map((id) => flows.get(id)!.tuple).filter((t) => t.family === family);
+        batch.delete(flowsSet(family), tuples.map((tuple) => ({ tuple })));
+        for (const t of tuples) connections.add([tupleId(t), tupleId(reverse(t))].sort().join(' '));
+      }
+      // An element a new SYN replaced meanwhile makes the batch fail; it is retried next sweep.
+      const removed = await this.apply(batch);
+      for (const id of doomed) if (removed) unowned.delete(id);
+      this.unownedAtLastSweep = unowned;
+      return removed ? connections.size : 0;
+    });
+  }
+
+  list(): Promise<Installed[]> {
+    return this.kernel.serial(async () => {
+      const all = [...this.begun.values()];
+      const flows = await this.readFlows(new Set(all.map((b) => b.key.family)));
+      return all.map((b) => ({ key: b.key, owner: b.owner, counts: this.countsIn(flows, b.key) }));
+    });
+  }
+
+  size(): number {
+    return this.begun.size;
+  }
+
+  stop(): Promise<void> {
+    return this.kernel.serial(async () => {
+      await this.nftFile(dropTableText(this.layout.table), false);
+      this.begun.clear();
+      await this.kernel.close();
+    });
+  }
+
+  /** What a previous (crashed) run left in our table: owned connections with their counters. */
+  private async harvest(): Promise<Installed[]> {
+    const r = await this.kernel.run('nft', ['-j', 'list', 'table', 'inet', this.layout.table]);
+    if (r.code !== 0) {
+      if (/No such file or directory/.test(r.stderr)) return [];
+      throw new Error(`nft list table inet ${this.layout.table}: ${r.stderr.trim()}`);
+    }
+    const sets = parseSets(r.stdout);
+    const flows: Flows = new Map();
+    for (const f of [4, 6] as const) for (const e of sets.get(flowsSet(f)) ?? []) flows.set(tupleId(e.tuple), e);
+    const out: Installed[] = [];
+    for (const f of [4, 6] as const) {
+      for (const e of sets.get(ownersSet(f)) ?? []) {
+        const key = keyOf(e.tuple);
+        const owner = e.comment === undefined ? undefined : parseOwnerTag(e.comment);
+        out.push({ key, counts: this.countsIn(flows, key), ...(owner ? { owner } : {}) });
+      }
+    }
+    return out;
+  }
+
+  private countsIn(flows: Flows, k: ConnKey): Counts {
+    return countsOf(flows.get(tupleId(outTuple(k))), flows.get(tupleId(inTuple(k))));
+  }
+
+  /** Deletes the present datapath elements of these connections, except those the other end of a
+   * loopback connection still needs (its mirror key is begun and not ending now). */
+  private deleteFlows(batch: ElementBatch, flows: Flows, ks: readonly ConnKey[], ending: ReadonlySet<string>): void {
+    const seen = new Set<string>();
+    for (const k of ks) {
+      const mirror = connId(mirrorKey(k));
+      if (this.begun.has(mirror) && !ending.has(mirror)) continue;
+      const present = [outTuple(k), inTuple(k)].filter((t) => {
+        const id = tupleId(t);
+        if (!flows.has(id) || seen.has(id)) return false;
+        seen.add(id);
+        return true;
+      });
+      batch.delete(flowsSet(k.family), present.map((tuple) => ({ tuple })));
+    }
+  }
+
+  /** Our flows sets' elements (only ours: never the ruleset). */
+  private async readFlows(families: ReadonlySet<Family>): Promise<Flows> {
+    const flows: Flows = new Map();
+    for (const f of families) {
+      const text = await this.kernel.runOk('nft', ['-j', 'list', 'set', 'inet', this.layout.table, flowsSet(f)]);
+      for (const e of parseSets(text).get(flowsSet(f)) ?? []) flows.set(tupleId(e.tuple), e);
+    }
+    return flows;
+  }
+
+  /** Applies a batch in one transaction; false if nft refused it (nothing changed then). */
+  private async apply(batch: ElementBatch): Promise<boolean> {
+    if (batch.empty) return true;
+    return this.nftFile(batch.toJson(), true);
+  }
+
+  private lastError = '';
+
+  private async nftFile(content: string, json: boolean): Promise<boolean> {
+    const r = await this.kernel.withBatchFile(content, (path) => this.kernel.run('nft', json ? ['-j', '-f', path] : ['-f', path]));
+    if (r.code === 0) return true;
+    this.lastError = r.stderr.trim().split('\n').filter(Boolean).slice(0, 3).join(' | ');
+    if (json) return false;
+    throw new Error(`nft -f (table inet ${this.layout.table}): ${this.lastError}`);
+  }
+}
+
+function reverse(t: Tuple): Tuple {
+  return { family: t.family, saddr: t.daddr, sport: t.dport, daddr: t.saddr, dport: t.sport };
+}

@@ -1,0 +1,102 @@
+import { isIPv4, isIPv6 } from 'node:net';
+import type { ConnKey, Family } from '../connection.js';
+import type { CounterOwner } from './engine.js';
+
+/**
+ * Directed 4-tuples (the packets of one direction of one connection) and the owner tag stored
+ * beside them in the kernel. Shared by both engines.
+ */
+
+export interface Tuple {
+  family: Family;
+  saddr: string;
+  sport: number;
+  daddr: string;
+  dport: number;
+}
+
+/** local → remote: what the host sends on this connection. */
+export function outTuple(k: ConnKey): Tuple {
+  return { family: k.family, saddr: k.localAddr, sport: k.localPort, daddr: k.remoteAddr, dport: k.remotePort };
+}
+
+/** remote → local: what the host receives. */
+export function inTuple(k: ConnKey): Tuple {
+  return { family: k.family, saddr: k.remoteAddr, sport: k.remotePort, daddr: k.localAddr, dport: k.localPort };
+}
+
+/** The ConnKey whose OUT direction is this tuple. */
+export function keyOf(t: Tuple): ConnKey {
+  return { family: t.family, localAddr: t.saddr, localPort: t.sport, remoteAddr: t.daddr, remotePort: t.dport };
+}
+
+/** The same connection seen from its other end (on loopback both ends are ours). */
+export function mirrorKey(k: ConnKey): ConnKey {
+  return { family: k.family, localAddr: k.remoteAddr, localPort: k.remotePort, remoteAddr: k.localAddr, remotePort: k.localPort };
+}
+
+/**
+ * One spelling per address, so that what the kernel prints matches what capture reported
+ * (`fd00:0::1` and `FD00::1` are the same address). IPv6 is expanded to eight 4-digit groups.
+ */
+export function canonicalAddr(family: Family, addr: string): string {
+  if (family === 4) {
+    if (!isIPv4(addr)) throw new Error(`not an IPv4 address: ${JSON.stringify(addr)}`);
+    return addr.split('.').map(Number).join('.');
+  }
+  if (!isIPv6(addr) || addr.includes('%')) throw new Error(`not an IPv6 address: ${JSON.stringify(addr)}`);
+  let text = addr.toLowerCase();
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (v4) {
+    const b = v4[1]!.split('.').map(Number);
+    text = text.slice(0, -v4[1]!.length) + `${((b[0]! << 8) | b[1]!).toString(16)}:${((b[2]! << 8) | b[3]!).toString(16)}`;
+  }
+  const [head, tail] = text.includes('::') ? text.split('::') : [text, undefined];
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  return groups.map((g) => g.padStart(4, '0')).join(':');
+}
+
+export function checkPort(p: number): number {
+  if (!Number.isInteger(p) || p < 0 || p > 65535) throw new Error(`not a TCP port: ${p}`);
+  return p;
+}
+
+export function canonicalKey(k: ConnKey): ConnKey {
+  if (k.family !== 4 && k.family !== 6) throw new Error(`unknown address family ${String(k.family)}`);
+  return {
+    family: k.family,
+    localAddr: canonicalAddr(k.family, k.localAddr),
+    localPort: checkPort(k.localPort),
+    remoteAddr: canonicalAddr(k.family, k.remoteAddr),
+    remotePort: checkPort(k.remotePort),
+  };
+}
+
+/** Map key for a tuple; addresses must already be canonical. */
+export function tupleId(t: Tuple): string {
+  return `${t.family}|${t.saddr}|${t.sport}|${t.daddr}|${t.dport}`;
+}
+
+/** Map key for a canonical ConnKey (same as its OUT tuple's id). */
+export function connId(k: ConnKey): string {
+  return tupleId(outTuple(k));
+}
+
+const COMMENT_MAX = 128; // nftables' element comment limit; iptables allows 255
+
+/** `pid=<pid> job=<job>`: the job id last, so it may contain anything but control characters. */
+export function ownerTag(owner: CounterOwner): string {
+  if (!Number.isInteger(owner.pid) || owner.pid <= 0) throw new Error(`bad pid ${owner.pid}`);
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(owner.job)) throw new Error('job id contains a control character');
+  const tag = `pid=${owner.pid} job=${owner.job}`;
+  if (Buffer.byteLength(tag) > COMMENT_MAX) throw new Error(`owner tag longer than ${COMMENT_MAX} bytes: job id too long`);
+  return tag;
+}
+
+export function parseOwnerTag(tag: string): CounterOwner | undefined {
+  const m = /^pid=(\d+) job=(.*)$/s.exec(tag);
+  return m ? { pid: Number(m[1]), job: m[2]! } : undefined;
+}
