@@ -85,6 +85,11 @@ export class Tracer extends EventEmitter {
     return { ...this.st };
   }
 
+  /** The running bpftrace's pid (for diagnostics and tests). */
+  get pid(): number | undefined {
+    return this.child?.exitCode === null && this.child.signalCode === null ? this.child.pid : undefined;
+  }
+
   /** True while events flow; resolve waits for events only then. */
   get live(): boolean {
     return this.st.state === 'live';

@@ -1,0 +1,28 @@
+import { describe, expect, it } from 'vitest';
+import { ensureTracefs, Tracer } from '../../../src/resolve/tracer.js';
+
+describe('tracer without bpftrace', () => {
+  it('stays off when eBPF is switched off', async () => {
+    const t = new Tracer({ enabled: false });
+    expect(await t.start()).toEqual({ state: 'off', reason: 'eBPF switched off by configuration' });
+    expect(t.live).toBe(false);
+  });
+
+  it('reports itself unavailable, with the reason, when bpftrace cannot run', async () => {
+    const t = new Tracer({ bpftrace: '/nonexistent/bpftrace' });
+    const s = await t.start();
+    expect(s.state).toBe('unavailable');
+    expect(s.reason).toMatch(/cannot run \/nonexistent\/bpftrace: .*ENOENT/);
+    await t.stop();
+  });
+
+  it('reports bpftrace exiting at start-up with its own message', async () => {
+    const t = new Tracer({ bpftrace: 'false' });
+    const s = await t.start();
+    expect(s).toMatchObject({ state: 'unavailable', reason: expect.stringMatching(/bpftrace exited \(status 1\)/) });
+  });
+
+  it('says why when tracefs cannot be mounted', async () => {
+    expect(await ensureTracefs('/nonexistent/tracing')).toMatch(/tracefs is not mounted at \/nonexistent\/tracing and mounting it failed/);
+  });
+});
