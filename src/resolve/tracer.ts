@@ -143,6 +143,7 @@ export class Tracer extends EventEmitter {
     this.setStatus({ state: this.counters.restarts ? 'restarting' : 'starting' });
     const tracefs = await ensureTracefs(this.opts.tracefs);
     if (tracefs) return tracefs;
+    if (this.stopping) return 'stopped while starting';
 
     const t0 = performance.now();
     const child = spawn(this.opts.bpftrace, ['-B', 'none', '-e', BPF_PROGRAM], {
@@ -205,6 +206,7 @@ export class Tracer extends EventEmitter {
     clearInterval(poke);
     clearTimeout(timer);
     if (outcome !== undefined) {
+      process.removeListener('exit', this.killOnExit);
       child.kill('SIGKILL');
       return outcome;
     }

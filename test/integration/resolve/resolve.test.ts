@@ -54,6 +54,15 @@ while True:
     c.recv(1); c.close()
 `;
 
+// Listens at once, accepts only after a delay: the connection waits in the accept queue.
+const SLOW_ACCEPTER = `
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
+time.sleep(float(sys.argv[3]))
+c, _ = s.accept(); time.sleep(30)
+`;
+
 // Forking server: the parent accepts, a child serves (holds it 1.5 s, then sends its pid).
 const FORKING_SERVER = `
 import os, socketserver, sys, time
@@ -195,6 +204,18 @@ print(s.recv(100).decode(), flush=True)`]);
     expect(lineage.lookup(a.pid!)).toMatchObject({ parent: sh.pid, root: sh.pid });
   });
 
+  it('answers a connection waiting in the accept queue with the listener, then refines on accept', async () => {
+    const server = spawnIn(pair.node.ns, SLOW_ACCEPTER, [pair.node.v4, 7300, 1.0]);
+    await waitForListen(pair.node.ns, 7300);
+    expect(await lineage.addRoot(server.pid!)).toBe(true);
+    const client = spawnIn(pair.remote.ns, CLIENT, [pair.node.v4, 7300, 1, 0]);
+    const [, port] = (await firstLine(client)).split(' ').map(Number);
+    const key = out(pair.node.v4, 7300, pair.remote.v4, port!);
+    const refined = new Promise<Attribution>((res) => resolver.on('refined', (k: ConnKey, a: Attribution) => k.localPort === 7300 && res(a)));
+    expect(await resolver.resolve(key, { opener: 'remote', time: Date.now() })).toEqual({ pid: server.pid, source: 'listener', exact: false });
+    expect(await refined).toEqual({ pid: server.pid, source: 'ebpf-accept', exact: true });
+  });
+
   it('1,000 short connections by a child of a registered process: ≥ 99.9 % resolved to the child', async () => {
     const r = await shortConnections(resolver, lineage, 1000);
     console.log(`eBPF on: ${JSON.stringify(r.counts)} in ${r.ms} ms; resolve p50 ${r.p50} ms, max ${r.max} ms`);
@@ -216,6 +237,52 @@ describe('resolve with eBPF off (the /proc fallback)', () => {
     } finally {
       off.close();
     }
+  });
+
+  it('finds connections that stay open in the fd tables, and unaccepted ones by their listener', async () => {
+    const offLineage = new Lineage();
+    const off = await Resolver.create({ lineage: offLineage, netPid: holder.pid! });
+    try {
+      const server = spawnIn(pair.node.ns, ACCEPT_SERVER, [pair.node.v6, 7400]);
+      const slow = spawnIn(pair.node.ns, SLOW_ACCEPTER, [pair.node.v4, 7500, 30]);
+      await waitForListen(pair.node.ns, 7400);
+      await waitForListen(pair.node.ns, 7500);
+      // Registered after the fact, as for a connection open before the daemon looked.
+      const sh = nsSpawn(pair.node.ns, 'sh', ['-c', 'python3 -u -c "$0" "$@"; echo done', CLIENT, pair.node.v6, 7400, 1, 0]);
+      children.push(sh);
+      const [, port] = (await firstLine(server)).split(' ').map(Number);
+      expect(await offLineage.addRoot(server.pid!)).toBe(true);
+      expect(await off.resolve(out(pair.node.v6, 7400, pair.node.v6, port!), { opener: 'remote', time: Date.now() })).toEqual({
+        pid: server.pid, source: 'procfs', exact: true,
+      });
+      const client = spawnIn(pair.remote.ns, CLIENT, [pair.node.v4, 7500, 1, 0]);
+      const [, cport] = (await firstLine(client)).split(' ').map(Number);
+      expect(await offLineage.addRoot(slow.pid!)).toBe(true);
+      expect(await off.resolve(out(pair.node.v4, 7500, pair.remote.v4, cport!), { opener: 'remote', time: Date.now() })).toEqual({
+        pid: slow.pid, source: 'listener', exact: false,
+      });
+    } finally {
+      off.close();
+    }
+  });
+});
+
+describe('tracer lifecycle', () => {
+  it('restarts bpftrace with backoff when it dies', async () => {
+    const t = new Tracer({ backoffInitialMs: 200 });
+    try {
+      expect((await t.start()).state).toBe('live');
+      const states: string[] = [];
+      t.on('status', (s: { state: string }) => states.push(s.state));
+      const relive = new Promise<void>((res) => t.on('status', (s: { state: string }) => s.state === 'live' && res()));
+      process.kill(t.pid!, 'SIGKILL');
+      await relive;
+      expect(states[0]).toBe('restarting');
+      expect(t.stats()).toMatchObject({ state: 'live', restarts: 1 });
+    } finally {
+      await t.stop();
+    }
+    expect(t.pid).toBeUndefined();
   });
 });
 
