@@ -10,9 +10,7 @@ import { run, runOk, type RunResult } from '../util/exec.js';
  * a read-then-delete never interleaves with another change.
  */
 export class Kernel {
-  private dir: string | undefined;
   private tail: Promise<unknown> = Promise.resolve();
-  private files = 0;
 
   constructor(private readonly netns?: string) {}
 
@@ -24,16 +22,16 @@ export class Kernel {
     return this.netns ? runOk('ip', ['netns', 'exec', this.netns, file, ...args]) : runOk(file, args);
   }
 
-  /** Writes a batch to a private file (mode 0600 in a 0700 directory), passes its path to fn. */
+  /** Writes a batch to a private file (mode 0600 in a fresh 0700 directory, removed afterwards
+   * so that even a killed daemon leaves at most one behind), passes its path to fn. */
   async withBatchFile<T>(content: string, fn: (path: string) => Promise<T>): Promise<T> {
-    this.dir ??= await mkdtemp(join(tmpdir(), 'netprof-'));
-    this.files += 1;
-    const path = join(this.dir, `batch-${this.files}`);
-    await writeFile(path, content, { mode: 0o600 });
+    const dir = await mkdtemp(join(tmpdir(), 'netprof-batch-'));
+    const path = join(dir, 'batch');
     try {
+      await writeFile(path, content, { mode: 0o600 });
       return await fn(path);
     } finally {
-      await rm(path, { force: true });
+      await rm(dir, { recursive: true, force: true });
     }
   }
 
@@ -44,8 +42,6 @@ export class Kernel {
     return result;
   }
 
-  async close(): Promise<void> {
-    if (this.dir) await rm(this.dir, { recursive: true, force: true });
-    this.dir = undefined;
-  }
+  /** Nothing is held between batches; kept so engines can say when they are done. */
+  async close(): Promise<void> {}
 }

@@ -139,8 +139,9 @@ export function expectFromNow(got: Counts | undefined, oracle: Counts | undefine
   const g = got!;
   const o = oracle!;
   const HANDSHAKE_AND_HEADERS = 1_500; // SYN / SYN-ACK / ACK and early segments' headers and ACKs
-  expect(g.bytesOut).toBeLessThanOrEqual(o.bytesOut);
-  expect(g.bytesIn).toBeLessThanOrEqual(o.bytesIn);
+  const LAST_ACKS = 200; // the close's last ACK or two may fall either side of the two reads
+  expect(g.bytesOut).toBeLessThanOrEqual(o.bytesOut + LAST_ACKS);
+  expect(g.bytesIn).toBeLessThanOrEqual(o.bytesIn + LAST_ACKS);
   expect(g.bytesOut).toBeGreaterThan(p.out);
   expect(g.bytesIn).toBeGreaterThan(p.in);
   expect(o.bytesOut - g.bytesOut, 'OUT lost more than the handshake and early bytes').toBeLessThanOrEqual(p.earlyOut + HANDSHAKE_AND_HEADERS);
