@@ -26,3 +26,21 @@ describe('tracer without bpftrace', () => {
     expect(await ensureTracefs('/nonexistent/tracing')).toMatch(/tracefs is not mounted at \/nonexistent\/tracing and mounting it failed/);
   });
 });
+
+describe('startResolve with EBPF = off', () => {
+  it('wires lineage and resolver to /proc only, and says why eBPF is not used', async () => {
+    const { startResolve } = await import('../../../src/resolve/index.js');
+    const stack = await startResolve({ ebpf: false, waitMs: 50 });
+    try {
+      expect(stack.tracerStatus).toEqual({ state: 'off', reason: 'eBPF switched off by configuration' });
+      const a = await stack.resolver.resolve(
+        { family: 4, localAddr: '127.0.0.1', localPort: 1, remoteAddr: '127.0.0.1', remotePort: 2 },
+        { opener: 'local', time: Date.now() },
+      );
+      expect(a).toEqual({ pid: undefined, source: 'unresolved', reason: 'no tracked process is alive; eBPF not running' });
+      expect(await stack.lineage.addRoot(process.pid)).toBe(true);
+    } finally {
+      await stack.stop();
+    }
+  });
+});
