@@ -55,7 +55,8 @@ export interface CounterEngine {
    * previous sweep (so garbage lives at most two sweep periods). Returns how many connections'
    * counters it removed. iptables installs nothing unowned: always 0. */
   sweep(): Promise<number>;
-  /** The connections counted for an owner (begun, or left by a crashed run), with counters. */
+  /** The connections begun and not yet ended, with owners and counters (a crashed run's are
+   * returned by start(), then removed). */
   list(): Promise<Installed[]>;
   /** How many connections are counted for registered owners now. */
   size(): number;
