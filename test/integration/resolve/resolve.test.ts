@@ -54,12 +54,13 @@ while True:
     c.recv(1); c.close()
 `;
 
-// Listens at once, accepts only after a delay: the connection waits in the accept queue.
+// Listens at once, accepts only on SIGUSR1: until then the connection waits in the accept queue.
 const SLOW_ACCEPTER = `
-import socket, sys, time
+import signal, socket, sys, time
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
-time.sleep(float(sys.argv[3]))
+signal.sigwait([signal.SIGUSR1])
 c, _ = s.accept(); time.sleep(30)
 `;
 
@@ -88,6 +89,10 @@ async function firstLine(child: ChildProcess): Promise<string> {
   const r = await it.next();
   if (r.done) throw new Error('process printed nothing');
   return r.value;
+}
+/** Fork and connect lines come from different CPUs' buffers: allow the fork line a moment. */
+async function until(cond: () => boolean, ms = 1_000): Promise<void> {
+  for (const end = Date.now() + ms; !cond() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 10));
 }
 function spawnIn(ns: string, script: string, args: (string | number)[]): ChildProcess {
   const c = nsSpawn(ns, 'python3', ['-u', '-c', script, ...args.map(String)]);
@@ -188,6 +193,7 @@ print(s.recv(100).decode(), flush=True)`]);
     const owners = await resolver.owners(key);
     const servingPid = Number((await it.next()).value);
     expect(owners).toEqual([servingPid]);
+    await until(() => lineage.lookup(servingPid) !== undefined);
     expect(lineage.lookup(servingPid)).toMatchObject({ parent: server.pid, root: server.pid });
   });
 
@@ -201,11 +207,12 @@ print(s.recv(100).decode(), flush=True)`]);
     expect(a.source).toBe('ebpf-connect');
     expect(a.pid).not.toBe(sh.pid);
     // curl has exited by now; lineage still knows it was the shell's child.
+    await until(() => lineage.lookup(a.pid!) !== undefined);
     expect(lineage.lookup(a.pid!)).toMatchObject({ parent: sh.pid, root: sh.pid });
   });
 
   it('answers a connection waiting in the accept queue with the listener, then refines on accept', async () => {
-    const server = spawnIn(pair.node.ns, SLOW_ACCEPTER, [pair.node.v4, 7300, 1.0]);
+    const server = spawnIn(pair.node.ns, SLOW_ACCEPTER, [pair.node.v4, 7300]);
     await waitForListen(pair.node.ns, 7300);
     expect(await lineage.addRoot(server.pid!)).toBe(true);
     const client = spawnIn(pair.remote.ns, CLIENT, [pair.node.v4, 7300, 1, 0]);
@@ -213,6 +220,7 @@ print(s.recv(100).decode(), flush=True)`]);
     const key = out(pair.node.v4, 7300, pair.remote.v4, port!);
     const refined = new Promise<Attribution>((res) => resolver.on('refined', (k: ConnKey, a: Attribution) => k.localPort === 7300 && res(a)));
     expect(await resolver.resolve(key, { opener: 'remote', time: Date.now() })).toEqual({ pid: server.pid, source: 'listener', exact: false });
+    server.kill('SIGUSR1');
     expect(await refined).toEqual({ pid: server.pid, source: 'ebpf-accept', exact: true });
   });
 
@@ -244,7 +252,7 @@ describe('resolve with eBPF off (the /proc fallback)', () => {
     const off = await Resolver.create({ lineage: offLineage, netPid: holder.pid! });
     try {
       const server = spawnIn(pair.node.ns, ACCEPT_SERVER, [pair.node.v6, 7400]);
-      const slow = spawnIn(pair.node.ns, SLOW_ACCEPTER, [pair.node.v4, 7500, 30]);
+      const slow = spawnIn(pair.node.ns, SLOW_ACCEPTER, [pair.node.v4, 7500]);
       await waitForListen(pair.node.ns, 7400);
       await waitForListen(pair.node.ns, 7500);
       // Registered after the fact, as for a connection open before the daemon looked.
