@@ -5,6 +5,10 @@ import { ConnectionLog } from './log/connection-log.js';
 import { Profiler } from './profiler/profiler.js';
 import { createApiServer } from './api/server.js';
 import { diag } from './util/diag.js';
+import { createCounterEngine, type CounterEngine } from './counters/index.js';
+import { Capture, LocalAddresses } from './capture/index.js';
+import { startResolve, type ResolveStack } from './resolve/index.js';
+import { interfaceChooser } from './profiler/interfaces.js';
 
 export interface DaemonOptions {
   configFile: string;
@@ -53,9 +57,16 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   } catch (e) {
     throw new StartupError(`LOG_DIR = ${config.logDir}: ${(e as Error).message}`, 73);
   }
-  const profiler = new Profiler({ config, log });
+  const parts = await startParts(config);
+  const profiler = new Profiler({ config, log, ...parts, ifaceFor: interfaceChooser(config.interfaces, parts.local) });
+  profiler.start(parts.recovered);
   const server = createApiServer(profiler);
-  await listen(server, config);
+  try {
+    await listen(server, config);
+  } catch (e) {
+    await stopParts(parts);
+    throw e;
+  }
 
   let stopping: Promise<void> | undefined;
   const stop = (reason: string): Promise<void> =>
@@ -63,9 +74,11 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       diag.info('shutting down', { reason });
       server.close();
       server.closeIdleConnections();
+      await parts.capture.stop();
       const logged = await profiler.stop();
+      await stopParts(parts);
       log.close();
-      diag.info('stopped', { connections_logged: logged, log_buffered_lost: log.stats.buffered });
+      diag.info('stopped', { connections_logged: logged, log_records_unwritten: log.stats.buffered });
       process.exit(log.stats.buffered > 0 ? 1 : 0);
     })());
   profiler.setShutdownHandler((reason) => void stop(reason));
@@ -75,8 +88,57 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     listen: `${config.listen}:${config.port}`,
     interfaces: config.interfaces,
     engine: config.engine,
+    ebpf: parts.resolve.tracerStatus.state,
+    ...(parts.resolve.tracerStatus.reason ? { ebpf_reason: parts.resolve.tracerStatus.reason } : {}),
     log: config.interfaces.map((i) => log.pathFor(i)),
   });
+}
+
+interface Parts {
+  engine: CounterEngine;
+  resolve: ResolveStack;
+  capture: Capture;
+  local: LocalAddresses;
+  recovered: Awaited<ReturnType<CounterEngine['start']>>;
+}
+
+/** Counters first (harvesting a crashed run), then attribution, then capture: by the time a SYN
+ * is seen, everything that handles it is live. */
+async function startParts(config: Config): Promise<Parts> {
+  const engine = createCounterEngine(config.engine, {
+    capacity: config.rulesThreshold,
+    interfaces: config.interfaces.includes('any') ? undefined : config.interfaces,
+  });
+  let recovered;
+  try {
+    recovered = await engine.start();
+  } catch (e) {
+    throw new StartupError(`ENGINE = ${config.engine}: cannot install counters: ${(e as Error).message}`, 71);
+  }
+  if (recovered.length) diag.warn('harvested counters left by an earlier run', { connections: recovered.length });
+  const resolve = await startResolve({ ebpf: config.ebpf !== 'off', tracer: { log: (level, msg, fields) => diag[level](msg, fields) } });
+  if (resolve.tracerStatus.state !== 'live') {
+    diag.warn('eBPF attribution unavailable: using /proc only', { state: resolve.tracerStatus.state, reason: resolve.tracerStatus.reason });
+  }
+  const local = LocalAddresses.fromSystem();
+  const capture = new Capture({ interfaces: config.interfaces, local });
+  capture.on('warning', (w) => diag.warn('capture', { warning: w }));
+  capture.on('down', (d) => diag.error('capture stopped; restarting', { iface: d.iface, reason: d.reason }));
+  capture.on('gap', (g) => diag.info('capture restarted', { iface: g.iface, gap_ms: g.end - g.start }));
+  try {
+    await capture.start();
+  } catch (e) {
+    await resolve.stop();
+    await engine.stop();
+    throw new StartupError(`INTERFACE = ${config.interfaces.join(',')}: cannot capture: ${(e as Error).message}`, 71);
+  }
+  return { engine, resolve, capture, local, recovered };
+}
+
+async function stopParts(parts: Parts): Promise<void> {
+  await parts.capture.stop();
+  await parts.resolve.stop();
+  await parts.engine.stop().catch((e: Error) => diag.error('could not remove the counters', { error: e.message }));
 }
 
 function listen(server: Server, config: Config): Promise<void> {

@@ -10,7 +10,8 @@ export interface DaemonControl {
    * after the answer has been sent. */
   shutdown(reason: string): void;
   jobs(): JobSummary[];
-  job(id: string): JobDetail | undefined;
+  /** One job with live counters read from the kernel now. */
+  job(id: string): Promise<JobDetail | undefined>;
   health(): Health;
   stats(): Record<string, unknown>;
 }

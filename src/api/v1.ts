@@ -44,7 +44,7 @@ export async function handleV1(req: IncomingMessage, res: ServerResponse, segmen
   const job = checkJobId(jobText);
   if (sub === undefined) {
     if (reads.includes(method)) {
-      const detail = control.job(job);
+      const detail = await control.job(job);
       if (!detail) throw new RequestError(404, `job ${job} is not profiled`);
       return sendJson(res, 200, detail);
     }

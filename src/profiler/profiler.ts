@@ -3,15 +3,26 @@ import type { DaemonControl, EndResult, Health, JobDetail, JobSummary, ProcessVi
 import { Registry, RequestError, isAlive, type ProcessClaim, type ProfiledProcess } from '../registry/registry.js';
 import type { ConnectionLog } from '../log/connection-log.js';
 import type { ConnectionRecord, EndReason } from '../log/record.js';
-import type { CounterEngine, Counts } from '../counters/engine.js';
-import { ConnectionTable, type TrackedConnection } from './connections.js';
+import type { CounterEngine, Counts, Installed } from '../counters/engine.js';
+import type { Capture, CaptureGap } from '../capture/index.js';
+import type { ResolveStack } from '../resolve/index.js';
+import type { ConnKey } from '../connection.js';
+import type { TrackedConnection } from './connections.js';
+import { ConnectionTracker } from './tracker.js';
 import { diag } from '../util/diag.js';
 
 export interface ProfilerParts {
   config: Config;
   log: ConnectionLog;
   engine?: CounterEngine;
+  resolve?: ResolveStack;
+  capture?: Capture;
+  /** The interface a connection found without a packet is logged under. */
+  ifaceFor?: (key: ConnKey) => string;
 }
+
+/** Empty jobs and exited processes are forgotten after this long if nobody ends them. */
+const FORGET_AFTER_MS = 3_600_000;
 
 const ZERO: Traffic = { bytes_in: 0, bytes_out: 0, packets_in: 0, packets_out: 0 };
 
@@ -21,8 +32,9 @@ const ZERO: Traffic = { bytes_in: 0, bytes_out: 0, packets_in: 0, packets_out: 0
  */
 export class Profiler implements DaemonControl {
   readonly registry = new Registry();
-  readonly connections = new ConnectionTable();
+  readonly tracker: ConnectionTracker;
   private readonly startedAt = Date.now();
+  private gcTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private onShutdown: ((reason: string) => void) | undefined;
   /** Totals of connections already logged, per job, for the API's job totals. */
@@ -36,7 +48,79 @@ export class Profiler implements DaemonControl {
     uncountedConnections: 0,
   };
 
-  constructor(private readonly parts: ProfilerParts) {}
+  constructor(private readonly parts: ProfilerParts) {
+    this.tracker = new ConnectionTracker({
+      registry: this.registry,
+      log: { write: (r) => this.record(r) },
+      engine: parts.engine,
+      resolve: parts.resolve,
+      followChildren: parts.config.followChildren,
+      capacity: parts.config.rulesThreshold,
+      ifaceFor: parts.ifaceFor ?? (() => parts.config.interfaces[0]!),
+    });
+  }
+
+  /** Every record passes here: kept in the job's totals, then written. */
+  private record(r: ConnectionRecord): void {
+    if (!r.counts) this.counters.uncountedConnections += 1;
+    this.parts.log.write(r);
+    this.counters.recordsLogged += 1;
+    const t = this.closedTotals.get(r.job) ?? { ...ZERO, connections: 0 };
+    addCounts(t, r.counts);
+    t.connections += 1;
+    this.closedTotals.set(r.job, t);
+  }
+
+  private get connections() {
+    return this.tracker.table;
+  }
+
+  /** Logs what a crashed run left (harvested by the engine's start), then listens to capture and
+   * starts the periodic garbage collection. */
+  start(recovered: Installed[] = []): void {
+    for (const r of recovered) this.logRecovered(r);
+    const capture = this.parts.capture;
+    capture?.on('event', (ev) => this.tracker.onEvent(ev));
+    capture?.on('gap', (gap) => void this.afterGap(gap));
+    this.gcTimer = setInterval(() => void this.periodic(), this.parts.config.gcInterval * 1000);
+    this.gcTimer.unref();
+  }
+
+  private async periodic(): Promise<void> {
+    try {
+      await this.tracker.gc('periodic');
+      this.registry.prune(FORGET_AFTER_MS);
+    } catch (e) {
+      diag.error('garbage collection failed', { error: (e as Error).message });
+    }
+  }
+
+  /** Connections opened while capture was down: found from the socket tables. */
+  private async afterGap(gap: CaptureGap): Promise<void> {
+    diag.warn('capture gap: rescanning the sockets of profiled processes', { iface: gap.iface, reason: gap.reason, gap_ms: gap.end - gap.start });
+    await this.tracker.adoptOpenConnections(this.registry.processes());
+  }
+
+  private logRecovered(r: Installed): void {
+    this.record({
+      job: r.owner?.job ?? '?',
+      pid: r.owner?.pid ?? 0,
+      owner: '?',
+      iface: this.parts.ifaceFor?.(r.key) ?? this.parts.config.interfaces[0]!,
+      family: r.key.family,
+      localAddr: r.key.localAddr,
+      localPort: r.key.localPort,
+      remoteAddr: r.key.remoteAddr,
+      remotePort: r.key.remotePort,
+      openedBy: 'unknown',
+      end: Date.now(),
+      reason: 'recovered',
+      counts: r.counts,
+      partial: true,
+      attribution: 'recovered',
+      note: 'left by a run that did not stop cleanly; counts up to its end',
+    });
+  }
 
   /** The daemon sets what happens on shutdown (stop everything, then exit). */
   setShutdownHandler(fn: (reason: string) => void): void {
@@ -54,7 +138,10 @@ export class Profiler implements DaemonControl {
       }
       const result = this.registry.add(job, info);
       this.counters.registrations += 1;
-      if (result.added) diag.info('process registered', { job, pid: info.pid, user: result.process.user });
+      if (result.added) {
+        diag.info('process registered', { job, pid: info.pid, user: result.process.user });
+        await this.adopt(result.process);
+      }
       return result;
     } catch (e) {
       this.counters.registrationsRefused += 1;
@@ -81,6 +168,23 @@ export class Profiler implements DaemonControl {
     return { processes: procs.length, connectionsLogged: logged };
   }
 
+  /** Late registration: the process (and its children) may have connected already. */
+  private async adopt(proc: ProfiledProcess): Promise<void> {
+    const lineage = this.parts.resolve?.lineage;
+    if (!lineage) return void (await this.tracker.adoptOpenConnections([proc]));
+    await lineage.addRoot(proc.pid);
+    const family = [proc];
+    if (this.parts.config.followChildren) {
+      for (const pid of lineage.live()) {
+        if (pid !== proc.pid && lineage.rootOf(pid) === proc.pid && !this.registry.process(pid)) {
+          const child = this.registry.add(proc.job, this.registry.verify({ pid }), lineage.lookup(pid)?.parent ?? proc.pid);
+          family.push(child.process);
+        }
+      }
+    }
+    await this.tracker.adoptOpenConnections(family);
+  }
+
   shutdown(reason: string): void {
     if (this.stopping) return;
     if (this.onShutdown) this.onShutdown(reason);
@@ -89,6 +193,8 @@ export class Profiler implements DaemonControl {
   /** Logs every open connection and forgets every process: the daemon's last act. */
   async stop(): Promise<number> {
     this.stopping = true;
+    clearInterval(this.gcTimer);
+    await this.tracker.drain();
     return this.endProcesses(this.registry.processes(), 'shutdown');
   }
 
@@ -98,60 +204,31 @@ export class Profiler implements DaemonControl {
 
   /** Ends processes: logs their connections still open, then forgets them. */
   private async endProcesses(procs: ProfiledProcess[], reason: EndReason): Promise<number> {
-    const conns = procs.flatMap((p) => this.connections.ofPid(p.pid));
-    await this.finish(conns, reason);
-    for (const p of procs) this.registry.remove(p);
+    const all = this.withChildren(procs);
+    const conns = all.flatMap((p) => this.connections.ofPid(p.pid));
+    await this.tracker.finish(conns, reason);
+    for (const p of all) {
+      this.registry.remove(p);
+      if (p.parent === undefined) this.parts.resolve?.lineage.removeRoot(p.pid);
+    }
     this.counters.processesEnded += procs.length;
     return conns.length;
   }
 
-  /** Reads the final counters of these connections, stops counting them and logs them. */
-  async finish(conns: TrackedConnection[], reason: EndReason): Promise<void> {
-    if (conns.length === 0) return;
-    const engine = this.parts.engine;
-    let finals: Array<Counts | undefined> = conns.map(() => undefined);
-    let note: string | undefined;
-    if (engine) {
-      try {
-        finals = await engine.end(conns.map((c) => c.key));
-      } catch (e) {
-        note = `counters could not be read: ${(e as Error).message}`;
-        diag.error('reading final counters failed', { error: (e as Error).message, connections: conns.length });
+  /** The processes and the children FOLLOW_CHILDREN added for them, at any depth. */
+  private withChildren(procs: ProfiledProcess[]): ProfiledProcess[] {
+    const out = new Map(procs.map((p) => [p.pid, p]));
+    let grew = true;
+    while (grew) {
+      grew = false;
+      for (const p of this.registry.processes()) {
+        if (p.parent !== undefined && out.has(p.parent) && !out.has(p.pid)) {
+          out.set(p.pid, p);
+          grew = true;
+        }
       }
     }
-    conns.forEach((c, i) => {
-      this.connections.delete(c);
-      this.logRecord(c, reason, finals[i], note);
-    });
-  }
-
-  private logRecord(c: TrackedConnection, reason: EndReason, counts: Counts | undefined, note?: string): void {
-    const record: ConnectionRecord = {
-      job: c.job,
-      pid: c.pid,
-      owner: c.owner,
-      iface: c.iface,
-      family: c.key.family,
-      localAddr: c.key.localAddr,
-      localPort: c.key.localPort,
-      remoteAddr: c.key.remoteAddr,
-      remotePort: c.key.remotePort,
-      openedBy: c.openedBy,
-      start: c.start,
-      end: Date.now(),
-      reason,
-      counts,
-      partial: counts !== undefined && c.counting === 'from-now',
-      attribution: c.attribution,
-      note: counts === undefined ? (note ?? (c.counting === 'no-room' ? 'not counted: RULES_THRESHOLD reached' : 'not counted')) : undefined,
-    };
-    if (!counts) this.counters.uncountedConnections += 1;
-    this.parts.log.write(record);
-    this.counters.recordsLogged += 1;
-    const t = this.closedTotals.get(c.job) ?? { ...ZERO, connections: 0 };
-    addCounts(t, counts);
-    t.connections += 1;
-    this.closedTotals.set(c.job, t);
+    return [...out.values()];
   }
 
   private refuseWhileStopping(): void {
@@ -164,7 +241,9 @@ export class Profiler implements DaemonControl {
     return this.registry.jobs().map((j) => this.summary(j.id));
   }
 
-  job(id: string): JobDetail | undefined {
+  async job(id: string): Promise<JobDetail | undefined> {
+    if (!this.registry.job(id)) return undefined;
+    await this.tracker.refreshCounts().catch((e: Error) => diag.warn('cannot read live counters', { error: e.message }));
     const j = this.registry.job(id);
     if (!j) return undefined;
     return { ...this.summary(id), process_list: [...j.processes.values()].map((p) => this.processView(p)) };
@@ -209,12 +288,17 @@ export class Profiler implements DaemonControl {
   }
 
   health(): Health {
+    const problems: string[] = [];
+    if (this.parts.log.stats.lastError) problems.push(`connection log: ${this.parts.log.stats.lastError}`);
+    for (const i of this.parts.capture?.stats() ?? []) if (!i.listening) problems.push(`capture on ${i.iface} is down: ${i.lastError ?? 'restarting'}`);
+    const tracer = this.parts.resolve?.tracer.status;
+    if (tracer && tracer.state !== 'live' && tracer.state !== 'off') problems.push(`eBPF ${tracer.state}${tracer.reason ? `: ${tracer.reason}` : ''}`);
     return {
-      status: this.stopping ? 'stopping' : 'ok',
+      status: this.stopping ? 'stopping' : problems.length ? 'degraded' : 'ok',
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
       engine: this.parts.engine?.name ?? 'none',
       interfaces: this.parts.config.interfaces,
-      problems: this.parts.log.stats.lastError ? [`connection log: ${this.parts.log.stats.lastError}`] : [],
+      problems,
     };
   }
 
@@ -224,7 +308,12 @@ export class Profiler implements DaemonControl {
       jobs: this.registry.jobs().length,
       processes: this.registry.processes().length,
       connections_tracked: this.connections.size,
+      counters_installed: this.parts.engine?.size() ?? 0,
       profiler: this.counters,
+      connections: this.tracker.stats,
+      resolver: this.parts.resolve?.resolver.stats(),
+      ebpf: this.parts.resolve?.tracer.stats(),
+      capture: this.parts.capture?.stats(),
       log: this.parts.log.stats,
     };
   }

@@ -29,6 +29,8 @@ export interface ProfiledProcess {
   registeredAt: number;
   /** Set for a child that FOLLOW_CHILDREN added; undefined for a process the scheduler registered. */
   parent?: number;
+  /** When the registry first noticed the process had exited. */
+  exitedAt?: number;
 }
 
 export interface Job {
@@ -152,16 +154,17 @@ export class Registry {
     return proc;
   }
 
-  remove(proc: ProfiledProcess): void {
+  remove(proc: ProfiledProcess, now = Date.now()): void {
     this.byPid.delete(proc.pid);
     const job = this.jobsById.get(proc.job);
     job?.processes.delete(proc.pid);
-    if (job) job.emptySince = job.processes.size === 0 ? Date.now() : undefined;
+    if (job) job.emptySince = job.processes.size === 0 ? now : undefined;
   }
 
-  /** Forgets jobs whose last process ended long ago and that nobody ended (EndJobProfile keeps
-   * working for an empty job until then). */
-  pruneEmptyJobs(olderThanMs: number, now = Date.now()): string[] {
+  /** Forgets what nobody ended: processes that exited long ago, then jobs left empty long ago.
+   * Until then EndProcessProfile and EndJobProfile keep working for them. */
+  prune(olderThanMs: number, now = Date.now()): string[] {
+    for (const p of this.processes()) if (p.exitedAt !== undefined && now - p.exitedAt >= olderThanMs) this.remove(p, now);
     const pruned: string[] = [];
     for (const job of this.jobsById.values()) {
       if (job.emptySince !== undefined && now - job.emptySince >= olderThanMs) {
@@ -198,9 +201,12 @@ export class Registry {
     return [...this.byPid.values()];
   }
 
-  /** Registered processes that have exited, or whose pid now belongs to another process. */
-  dead(): ProfiledProcess[] {
-    return this.processes().filter((p) => !isAlive(p));
+  /** Registered processes that have exited, or whose pid now belongs to another process; each is
+   * marked with when that was first noticed. */
+  dead(now = Date.now()): ProfiledProcess[] {
+    const dead = this.processes().filter((p) => p.exitedAt !== undefined || !isAlive(p));
+    for (const p of dead) p.exitedAt ??= now;
+    return dead;
   }
 }
 

@@ -88,8 +88,8 @@ describe('jobs and processes', () => {
     const r = new Registry();
     const p = r.add('a', r.verify({ pid: live })).process;
     r.remove(p);
-    expect(r.pruneEmptyJobs(60_000)).toEqual([]);
-    expect(r.pruneEmptyJobs(60_000, Date.now() + 61_000)).toEqual(['a']);
+    expect(r.prune(60_000)).toEqual([]);
+    expect(r.prune(60_000, Date.now() + 61_000)).toEqual(['a']);
   });
 });
 

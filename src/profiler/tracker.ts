@@ -1,0 +1,383 @@
+import { keyString, type ConnKey } from '../connection.js';
+import type { ConnEvent } from '../capture/events.js';
+import type { BeginOutcome, CounterEngine, Counts } from '../counters/engine.js';
+import type { Attribution, ResolveStack } from '../resolve/index.js';
+import { openConnectionIds, socketsOf } from '../resolve/sockets.js';
+import type { ConnectionRecord, EndReason } from '../log/record.js';
+import type { Registry, ProfiledProcess } from '../registry/registry.js';
+import { readProcess } from '../registry/process-info.js';
+import { ConnectionTable, type TrackedConnection } from './connections.js';
+import { Batcher } from './batcher.js';
+import { diag } from '../util/diag.js';
+
+/** Where records go: the connection log, by way of the profiler's totals. */
+export interface RecordSink {
+  write(record: ConnectionRecord): void;
+}
+
+export interface TrackerParts {
+  registry: Registry;
+  log: RecordSink;
+  engine?: CounterEngine;
+  resolve?: ResolveStack;
+  followChildren: boolean;
+  /** RULES_THRESHOLD: at this many counted connections the garbage collector runs first. */
+  capacity: number;
+  /** The interface a connection found without a packet (late registration) is logged under. */
+  ifaceFor: (key: ConnKey) => string;
+}
+
+/** After both FINs (or an RST) the record waits this long, so the last ACK is counted too. */
+const CLOSE_GRACE_MS = 25;
+/** A connection younger than this is not reclaimed as closed: /proc may lag the SYN. */
+const GC_MIN_AGE_MS = 2_000;
+/** How long a connection that belongs to nobody we profile is remembered, so its FIN and RST
+ * are dropped without another lookup. */
+const IGNORE_TTL_MS = 120_000;
+
+export interface TrackerStats {
+  events: Record<ConnEvent['kind'], number>;
+  opened: number;
+  closed: Record<EndReason, number>;
+  notProfiled: number;
+  unresolved: number;
+  unresolvedReasons: Record<string, number>;
+  attributedBy: Record<string, number>;
+  duplicateEvents: number;
+  closesOfUnknown: number;
+  tupleReused: number;
+  childrenAdded: number;
+  lateFound: number;
+  noRoom: number;
+  gcRuns: number;
+  gcReclaimed: number;
+  gcSwept: number;
+  engineErrors: number;
+}
+
+/**
+ * From connection events to records: resolves who opened a connection, keeps those of profiled
+ * processes (and their children) counted, and writes each one's record when it ends. Events of
+ * one connection are handled in order; different connections go in parallel.
+ */
+export class ConnectionTracker {
+  readonly table = new ConnectionTable();
+  private readonly chains = new Map<string, Promise<void>>();
+  /** Connections that are not ours: id → until when to ignore their events. */
+  private readonly ignored = new Map<string, number>();
+  private readonly begins: Batcher<{ key: ConnKey; owner: { job: string; pid: number } }, BeginOutcome> | undefined;
+  private readonly ends: Batcher<ConnKey, Counts | undefined> | undefined;
+  private gcRunning: Promise<void> | undefined;
+  readonly stats: TrackerStats = {
+    events: { syn: 0, 'syn-ack': 0, fin: 0, rst: 0 },
+    opened: 0,
+    closed: { fin: 0, rst: 0, 'process-end': 0, 'job-end': 0, shutdown: 0, recovered: 0, gc: 0 },
+    notProfiled: 0,
+    unresolved: 0,
+    unresolvedReasons: {},
+    attributedBy: {},
+    duplicateEvents: 0,
+    closesOfUnknown: 0,
+    tupleReused: 0,
+    childrenAdded: 0,
+    lateFound: 0,
+    noRoom: 0,
+    gcRuns: 0,
+    gcReclaimed: 0,
+    gcSwept: 0,
+    engineErrors: 0,
+  };
+
+  constructor(private readonly parts: TrackerParts) {
+    const engine = parts.engine;
+    if (engine) {
+      this.begins = new Batcher((items) => engine.begin(items), { maxItems: 500, delayMs: 5 });
+      this.ends = new Batcher((keys) => engine.end(keys), { maxItems: 500, delayMs: 5 });
+    }
+    parts.resolve?.resolver.on('refined', (key: ConnKey, now: Attribution) => this.refine(key, now));
+  }
+
+  /** Capture's entry point. Never throws: a failure is counted and reported. */
+  onEvent(ev: ConnEvent): void {
+    this.stats.events[ev.kind] += 1;
+    const id = keyString(ev.key);
+    const next = (this.chains.get(id) ?? Promise.resolve())
+      .then(() => this.handle(ev, id))
+      .catch((e: Error) => diag.error('connection event failed', { kind: ev.kind, key: id, error: e.message }));
+    this.chains.set(id, next);
+    void next.finally(() => {
+      if (this.chains.get(id) === next) this.chains.delete(id);
+    });
+  }
+
+  /** Resolves once every event received so far has been handled. */
+  async drain(): Promise<void> {
+    while (this.chains.size > 0) await Promise.all([...this.chains.values()]);
+  }
+
+  private async handle(ev: ConnEvent, id: string): Promise<void> {
+    const tracked = this.table.get(ev.key);
+    if (ev.kind === 'syn' || ev.kind === 'syn-ack') {
+      if (tracked) {
+        if (ev.kind === 'syn' && (tracked.finSent || tracked.finReceived || tracked.closing)) {
+          // The same four-tuple opens again: the old connection is over.
+          this.stats.tupleReused += 1;
+          await this.finish([tracked], tracked.closing === 'rst' ? 'rst' : 'fin');
+        } else {
+          this.stats.duplicateEvents += 1;
+          return;
+        }
+      } else if (this.isIgnored(id, ev.time)) {
+        if (ev.kind === 'syn-ack') return;
+        this.ignored.delete(id); // a new connection on a tuple seen before: look again
+      }
+      // We sent the SYN, or received the SYN-ACK: opened here.
+      const openedBy = (ev.kind === 'syn') === ev.sent ? 'local' : 'remote';
+      return this.open(ev, id, openedBy);
+    }
+    if (!tracked) {
+      if (!this.ignored.has(id)) this.stats.closesOfUnknown += 1;
+      return;
+    }
+    if (tracked.closing) {
+      this.stats.duplicateEvents += 1;
+      return;
+    }
+    if (ev.kind === 'rst') return this.scheduleClose(tracked, 'rst');
+    if (ev.sent) tracked.finSent = true;
+    else tracked.finReceived = true;
+    // A half-closed connection still carries data the other way: wait for both FINs.
+    if (tracked.finSent && tracked.finReceived) return this.scheduleClose(tracked, 'fin');
+  }
+
+  private async open(ev: ConnEvent, id: string, openedBy: 'local' | 'remote'): Promise<void> {
+    const resolver = this.parts.resolve?.resolver;
+    const attribution: Attribution = resolver
+      ? await resolver.resolve(ev.key, { opener: openedBy, time: ev.time })
+      : { pid: undefined, source: 'unresolved', reason: 'no resolver' };
+    if (attribution.pid === undefined) {
+      this.stats.unresolved += 1;
+      const why = attribution.reason.split(';')[0]!.replace(/\d+/g, 'N');
+      this.stats.unresolvedReasons[why] = (this.stats.unresolvedReasons[why] ?? 0) + 1;
+      this.ignore(id, ev.time);
+      return;
+    }
+    const proc = this.profiledProcess(attribution.pid);
+    if (!proc) {
+      this.stats.notProfiled += 1;
+      this.ignore(id, ev.time);
+      return;
+    }
+    this.stats.attributedBy[attribution.source] = (this.stats.attributedBy[attribution.source] ?? 0) + 1;
+    await this.track({ key: ev.key, iface: ev.iface, proc, openedBy, start: ev.time, attribution: attribution.source });
+  }
+
+  /** Starts tracking and counting a connection of a profiled process. */
+  private async track(c: { key: ConnKey; iface: string; proc: ProfiledProcess; openedBy: TrackedConnection['openedBy']; start?: number; attribution: string }): Promise<TrackedConnection> {
+    const conn: TrackedConnection = {
+      id: keyString(c.key),
+      key: c.key,
+      iface: c.iface,
+      job: c.proc.job,
+      pid: c.proc.pid,
+      owner: c.proc.user,
+      openedBy: c.openedBy,
+      start: c.start,
+      attribution: c.attribution,
+      counting: 'no-room',
+      finSent: false,
+      finReceived: false,
+    };
+    this.table.add(conn);
+    this.stats.opened += 1;
+    conn.counting = await this.beginCounting(conn);
+    return conn;
+  }
+
+  private async beginCounting(conn: TrackedConnection): Promise<BeginOutcome> {
+    if (!this.begins || !this.parts.engine) return 'no-room';
+    if (this.parts.engine.size() >= this.parts.capacity) await this.gc('threshold');
+    try {
+      let outcome = await this.begins.push({ key: conn.key, owner: { job: conn.job, pid: conn.pid } });
+      if (outcome === 'no-room') {
+        await this.gc('threshold');
+        outcome = await this.begins.push({ key: conn.key, owner: { job: conn.job, pid: conn.pid } });
+      }
+      if (outcome === 'no-room') {
+        this.stats.noRoom += 1;
+        diag.warn('connection not counted: RULES_THRESHOLD reached', { job: conn.job, pid: conn.pid, key: conn.id, threshold: this.parts.capacity });
+      }
+      return outcome;
+    } catch (e) {
+      this.stats.engineErrors += 1;
+      diag.error('could not begin counting', { key: conn.id, error: (e as Error).message });
+      return 'no-room';
+    }
+  }
+
+  private scheduleClose(conn: TrackedConnection, reason: 'fin' | 'rst'): Promise<void> {
+    conn.closing = reason;
+    return new Promise((resolve) => {
+      setTimeout(() => void this.finish([conn], reason).then(resolve, resolve), CLOSE_GRACE_MS);
+    });
+  }
+
+  /** The registered process, or — with FOLLOW_CHILDREN — a descendant of one, added to its job. */
+  private profiledProcess(pid: number): ProfiledProcess | undefined {
+    const registry = this.parts.registry;
+    const known = registry.process(pid);
+    if (known) {
+      // The pid may have been reused since: only the registered process itself counts. One that
+      // has already exited keeps its connections (it may connect and exit at once).
+      const live = readProcess(pid);
+      return !live || live.startTicks === known.startTicks || known.startTicks < 0 ? known : undefined;
+    }
+    const lineage = this.parts.resolve?.lineage;
+    if (!this.parts.followChildren || !lineage) return undefined;
+    const root = lineage.rootOf(pid);
+    const rootProc = root === undefined ? undefined : registry.process(root);
+    if (!rootProc) return undefined;
+    const rec = lineage.lookup(pid);
+    const live = readProcess(pid);
+    // A child that lived a few milliseconds is gone before /proc can be read: what the fork
+    // event told is all there is, and it inherits its root's user.
+    const info = live ?? { pid, ppid: rec?.parent ?? root!, uid: rootProc.uid, startTicks: rec?.startTicks ?? -1, startTime: NaN };
+    const added = registry.add(rootProc.job, info, rec?.parent ?? root);
+    this.stats.childrenAdded += 1;
+    return added.process;
+  }
+
+  private refine(key: ConnKey, now: Attribution): void {
+    const conn = this.table.get(key);
+    if (!conn || now.pid === undefined || now.pid === conn.pid) return;
+    const proc = this.profiledProcess(now.pid);
+    if (!proc || proc.job !== conn.job) return;
+    this.table.delete(conn);
+    conn.pid = proc.pid;
+    conn.owner = proc.user;
+    conn.attribution = now.source;
+    this.table.add(conn);
+  }
+
+  /**
+   * Finds the open connections of these processes from their fd tables: late registration (the
+   * process connected before the scheduler told us) and capture gaps. Counted from their first
+   * packet when the datapath already holds them, else from now (partial).
+   */
+  async adoptOpenConnections(procs: ProfiledProcess[]): Promise<number> {
+    if (procs.length === 0) return 0;
+    const byPid = new Map(procs.map((p) => [p.pid, p]));
+    const found = await socketsOf(byPid.keys()).catch((e: Error) => {
+      diag.warn('cannot read the socket tables', { error: e.message });
+      return [];
+    });
+    let adopted = 0;
+    for (const s of found) {
+      if (this.table.get(s.key) || this.chains.has(keyString(s.key))) continue;
+      const proc = byPid.get(s.pid)!;
+      this.stats.lateFound += 1;
+      adopted += 1;
+      await this.track({ key: s.key, iface: this.parts.ifaceFor(s.key), proc, openedBy: 'unknown', attribution: 'procfs' });
+    }
+    return adopted;
+  }
+
+  /** Final counters, stop counting, one record per connection. */
+  async finish(conns: TrackedConnection[], reason: EndReason): Promise<void> {
+    if (conns.length === 0) return;
+    let finals: Array<Counts | undefined>;
+    let note: string | undefined;
+    try {
+      const ends = this.ends;
+      finals = await Promise.all(conns.map((c) => (ends && c.counting !== 'no-room' ? ends.push(c.key) : undefined)));
+    } catch (e) {
+      this.stats.engineErrors += 1;
+      note = `counters could not be read: ${(e as Error).message}`;
+      diag.error('reading final counters failed', { error: (e as Error).message, connections: conns.length });
+      finals = conns.map(() => undefined);
+    }
+    conns.forEach((c, i) => {
+      if (this.table.get(c.key) !== c) return; // finished by someone else meanwhile
+      this.table.delete(c);
+      this.stats.closed[reason] += 1;
+      this.parts.log.write(toRecord(c, reason, finals[i], note));
+    });
+  }
+
+  /** Refreshes the live counters shown by the API. */
+  async refreshCounts(): Promise<void> {
+    const engine = this.parts.engine;
+    const conns = this.table.all().filter((c) => c.counting !== 'no-room' && !c.closing);
+    if (!engine || conns.length === 0) return;
+    const counts = await engine.read(conns.map((c) => c.key));
+    conns.forEach((c, i) => (c.counts = counts[i] ?? c.counts));
+  }
+
+  /**
+   * Reclaims what no FIN told us about: connections of processes that died, and closed sockets
+   * of live ones (the original's future-work item 1); each is logged first. Also forgets
+   * datapath counters nobody claimed.
+   */
+  gc(why: 'threshold' | 'periodic'): Promise<void> {
+    this.gcRunning ??= this.collect(why).finally(() => (this.gcRunning = undefined));
+    return this.gcRunning;
+  }
+
+  private async collect(why: string): Promise<void> {
+    this.stats.gcRuns += 1;
+    const now = Date.now();
+    const registry = this.parts.registry;
+    const dead = registry.dead();
+    const deadPids = new Set(dead.map((p) => p.pid));
+    const open = await openConnectionIds().catch(() => undefined);
+    const reclaim = this.table.all().filter((c) => {
+      if (c.closing) return false;
+      if (deadPids.has(c.pid)) return true;
+      const young = c.start !== undefined && now - c.start < GC_MIN_AGE_MS;
+      return open !== undefined && !young && !open.has(c.id);
+    });
+    await this.finish(reclaim, 'gc');
+    this.stats.gcReclaimed += reclaim.length;
+    for (const p of dead) if (p.parent !== undefined) registry.remove(p); // children: nobody will end them
+    if (this.parts.engine) {
+      this.stats.gcSwept += await this.parts.engine.sweep().catch((e: Error) => {
+        this.stats.engineErrors += 1;
+        diag.warn('sweeping unclaimed counters failed', { error: e.message });
+        return 0;
+      });
+    }
+    for (const [id, until] of this.ignored) if (until < now) this.ignored.delete(id);
+    if (reclaim.length) diag.info('garbage collected', { why, reclaimed: reclaim.length, dead_processes: dead.length });
+  }
+
+  private ignore(id: string, time: number): void {
+    this.ignored.set(id, time + IGNORE_TTL_MS);
+  }
+
+  private isIgnored(id: string, time: number): boolean {
+    const until = this.ignored.get(id);
+    return until !== undefined && until >= time;
+  }
+}
+
+function toRecord(c: TrackedConnection, reason: EndReason, counts: Counts | undefined, note?: string): ConnectionRecord {
+  return {
+    job: c.job,
+    pid: c.pid,
+    owner: c.owner,
+    iface: c.iface,
+    family: c.key.family,
+    localAddr: c.key.localAddr,
+    localPort: c.key.localPort,
+    remoteAddr: c.key.remoteAddr,
+    remotePort: c.key.remotePort,
+    openedBy: c.openedBy,
+    start: c.start,
+    end: Date.now(),
+    reason,
+    counts,
+    partial: counts !== undefined && c.counting === 'from-now',
+    attribution: c.attribution,
+    note: counts === undefined ? (note ?? (c.counting === 'no-room' ? 'not counted: RULES_THRESHOLD reached or engine error' : 'counter missing')) : undefined,
+  };
+}

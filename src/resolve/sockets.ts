@@ -1,0 +1,56 @@
+import { readdir, readlink } from 'node:fs/promises';
+import type { ConnKey } from '../connection.js';
+import { readTcpTables, TCP_STATE, type TcpRow } from './procfs.js';
+
+export interface OwnedSocket {
+  key: ConnKey;
+  pid: number;
+  state: number;
+}
+
+/** States in which a socket still belongs to a live connection worth counting. */
+const OPEN_STATES = new Set<number>([
+  TCP_STATE.ESTABLISHED,
+  TCP_STATE.SYN_SENT,
+  TCP_STATE.SYN_RECV,
+  TCP_STATE.FIN_WAIT1,
+  TCP_STATE.FIN_WAIT2,
+  TCP_STATE.CLOSE_WAIT,
+  TCP_STATE.LAST_ACK,
+  TCP_STATE.CLOSING,
+]);
+
+/**
+ * The open TCP connections held by these processes now, from their fd tables and the
+ * namespace's socket tables: what late registration and a capture gap need. Reads only the
+ * given processes' fds, never all of /proc.
+ */
+export async function socketsOf(pids: Iterable<number>, netPid: number | 'self' = 'self', procRoot = '/proc'): Promise<OwnedSocket[]> {
+  const rows = await readTcpTables(netPid, procRoot);
+  const byInode = new Map<number, TcpRow>();
+  for (const r of rows) if (r.inode && OPEN_STATES.has(r.state)) byInode.set(r.inode, r);
+  const out: OwnedSocket[] = [];
+  const seen = new Set<string>();
+  for (const pid of pids) {
+    const fds = await readdir(`${procRoot}/${pid}/fd`).catch(() => [] as string[]);
+    for (const fd of fds) {
+      const m = /^socket:\[(\d+)\]$/.exec(await readlink(`${procRoot}/${pid}/fd/${fd}`).catch(() => ''));
+      const row = m ? byInode.get(Number(m[1])) : undefined;
+      if (!row) continue;
+      const id = `${pid}|${row.inode}`;
+      if (seen.has(id)) continue; // dup()ed fds
+      seen.add(id);
+      const key: ConnKey = { family: row.family, localAddr: row.localAddr, localPort: row.localPort, remoteAddr: row.remoteAddr, remotePort: row.remotePort };
+      out.push({ key, pid, state: row.state });
+    }
+  }
+  return out;
+}
+
+/** Connection ids ("local|port|remote|port") of every socket that is still open in the namespace. */
+export async function openConnectionIds(netPid: number | 'self' = 'self', procRoot = '/proc'): Promise<Set<string>> {
+  const rows = await readTcpTables(netPid, procRoot);
+  const ids = new Set<string>();
+  for (const r of rows) if (OPEN_STATES.has(r.state)) ids.add(`${r.localAddr}|${r.localPort}|${r.remoteAddr}|${r.remotePort}`);
+  return ids;
+}
