@@ -1,4 +1,5 @@
 import type { ProcessClaim, ProfiledProcess } from '../registry/registry.js';
+import type { ConnectionRecord } from '../log/record.js';
 
 /** What the HTTP APIs may ask of the daemon. The profiler implements it; the API modules only
  * translate requests and answers. */
@@ -14,6 +15,15 @@ export interface DaemonControl {
   job(id: string): Promise<JobDetail | undefined>;
   health(): Health;
   stats(): Record<string, unknown>;
+  /** Tells the observer of every connection record as it is logged, and of every job ended
+   * (after its records). For GET /metrics: totals of closed connections per process, and the
+   * final totals of ended jobs. Returns a function that stops the observation. */
+  observe(observer: DaemonObserver): () => void;
+}
+
+export interface DaemonObserver {
+  record?(r: ConnectionRecord): void;
+  jobEnded?(job: string): void;
 }
 
 export interface EndResult {

@@ -1,5 +1,5 @@
 import type { Config } from '../config/config.js';
-import type { DaemonControl, EndResult, Health, JobDetail, JobSummary, ProcessView, ConnectionView, Traffic } from '../api/control.js';
+import type { DaemonControl, DaemonObserver, EndResult, Health, JobDetail, JobSummary, ProcessView, ConnectionView, Traffic } from '../api/control.js';
 import { Registry, RequestError, isAlive, type ProcessClaim, type ProfiledProcess } from '../registry/registry.js';
 import type { ConnectionLog } from '../log/connection-log.js';
 import type { ConnectionRecord, EndReason } from '../log/record.js';
@@ -65,6 +65,7 @@ export class Profiler implements DaemonControl {
     if (!r.counts) this.counters.uncountedConnections += 1;
     this.parts.log.write(r);
     this.counters.recordsLogged += 1;
+    this.notify((o) => o.record?.(r));
     const t = this.closedTotals.get(r.job) ?? { ...ZERO, connections: 0 };
     addCounts(t, r.counts);
     t.connections += 1;
@@ -165,6 +166,7 @@ export class Profiler implements DaemonControl {
     this.registry.removeJob(job);
     this.closedTotals.delete(job);
     this.counters.jobsEnded += 1;
+    this.notify((o) => o.jobEnded?.(job));
     return { processes: procs.length, connectionsLogged: logged };
   }
 
@@ -233,6 +235,26 @@ export class Profiler implements DaemonControl {
 
   private refuseWhileStopping(): void {
     if (this.stopping) throw new RequestError(503, 'the daemon is shutting down');
+  }
+
+  // --- observers (GET /metrics) ---
+
+  private readonly observers = new Set<DaemonObserver>();
+
+  observe(observer: DaemonObserver): () => void {
+    this.observers.add(observer);
+    return () => void this.observers.delete(observer);
+  }
+
+  /** An observer that throws must not break logging or ending a job. */
+  private notify(fn: (o: DaemonObserver) => void): void {
+    for (const o of this.observers) {
+      try {
+        fn(o);
+      } catch (e) {
+        diag.error('observer failed', { error: (e as Error).message });
+      }
+    }
   }
 
   // --- views for the API ---
