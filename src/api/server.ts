@@ -3,6 +3,7 @@ import type { DaemonControl } from './control.js';
 import { RequestError } from '../registry/registry.js';
 import { handleCompat, isCompatPath } from './compat.js';
 import { handleV1 } from './v1.js';
+import { handleMetrics, metricsFor } from './metrics.js';
 import { MAX_BODY_BYTES, pathSegments, send, sendJson } from './http.js';
 import { diag } from '../util/diag.js';
 
@@ -18,6 +19,7 @@ export function createApiServer(control: DaemonControl): Server {
       sendError(res, new RequestError(500, 'internal error; see the daemon log'), isCompatUrl(req.url));
     });
   });
+  metricsFor(control); // /metrics counts records from the start, not from the first scrape
   server.keepAliveTimeout = 5_000;
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     // Malformed requests never reach dispatch; answer them plainly if the socket still can.
@@ -37,6 +39,7 @@ async function dispatch(req: IncomingMessage, res: ServerResponse, control: Daem
     const segments = pathSegments(url);
     if (compat) return await handleCompat(req, res, segments, control);
     if (segments[0] === 'v1') return await handleV1(req, res, segments, control);
+    if (segments[0] === 'metrics' && segments.length === 1) return await handleMetrics(req, res, control);
     throw new RequestError(404, 'no such path; see /v1/health, /v1/jobs, or the original /startprofile/… paths');
   } catch (e) {
     if (!(e instanceof RequestError)) throw e;
