@@ -1,5 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import type { Server } from 'node:http';
+import { connect } from 'node:net';
+import { dirname } from 'node:path';
 import { checkAgainstHost, loadConfig, ConfigError, type Config, type Override } from './config/config.js';
 import { ConnectionLog } from './log/connection-log.js';
 import { Profiler } from './profiler/profiler.js';
@@ -60,9 +62,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const parts = await startParts(config);
   const profiler = new Profiler({ config, log, ...parts, ifaceFor: interfaceChooser(config.interfaces, parts.local) });
   profiler.start(parts.recovered);
-  const server = createApiServer(profiler);
+  let api: Listeners;
   try {
-    await listen(server, config);
+    api = await listen(profiler, config);
   } catch (e) {
     await stopParts(parts);
     throw e;
@@ -72,8 +74,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const stop = (reason: string): Promise<void> =>
     (stopping ??= (async () => {
       diag.info('shutting down', { reason });
-      server.close();
-      server.closeIdleConnections();
+      api.close();
       await parts.capture.stop();
       const logged = await profiler.stop();
       await stopParts(parts);
@@ -85,7 +86,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   diag.info('netprof daemon ready', {
-    listen: `${config.listen}:${config.port}`,
+    listen: config.listen === 'none' ? 'none' : `${config.listen}:${config.port}`,
+    ...(config.socket ? { socket: config.socket } : {}),
+    token: config.token ? 'required for changes' : 'none',
     interfaces: config.interfaces,
     engine: config.engine,
     ebpf: parts.resolve.tracerStatus.state,
@@ -141,11 +144,113 @@ async function stopParts(parts: Parts): Promise<void> {
   await parts.engine.stop().catch((e: Error) => diag.error('could not remove the counters', { error: e.message }));
 }
 
-function listen(server: Server, config: Config): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) => {
-      reject(new StartupError(`cannot listen on ${config.listen}:${config.port} (${config.origins.PORT}): ${e.code ?? e.message}`, 75));
+interface Listeners {
+  /** Stops accepting, closes idle keep-alive connections, removes the socket file. */
+  close(): void;
+}
+
+/**
+ * The API's listeners: TCP on LISTEN:PORT (unless LISTEN = none) and the Unix socket SOCKET, both
+ * served by the same handler. The socket is created with mode SOCKET_MODE and group SOCKET_GROUP
+ * (never wider in between: the umask is 0177 while it is bound), a stale socket file left by a
+ * killed run is replaced, a live one (another daemon) or anything that is not a socket is not,
+ * and the file is removed at exit.
+ */
+async function listen(control: Profiler, config: Config): Promise<Listeners> {
+  const servers: Server[] = [];
+  const closeAll = (): void => {
+    for (const s of servers) {
+      s.close();
+      s.closeIdleConnections();
+    }
+  };
+  try {
+    if (config.listen !== 'none') {
+      const tcp = createApiServer(control, { token: config.token });
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', (e: NodeJS.ErrnoException) => {
+          reject(new StartupError(`cannot listen on ${config.listen}:${config.port} (${config.origins.PORT}): ${e.code ?? e.message}`, 75));
+        });
+        tcp.listen(config.port, config.listen, () => resolve());
+      });
+      servers.push(tcp);
+    }
+    if (config.socket) servers.push(await listenUnix(control, config, config.socket));
+  } catch (e) {
+    closeAll();
+    throw e;
+  }
+  return { close: closeAll };
+}
+
+async function listenUnix(control: Profiler, config: Config, path: string): Promise<Server> {
+  const where = `SOCKET = ${path} (${config.origins.SOCKET})`;
+  const gid = config.socketGroup === undefined ? undefined : groupId(config.socketGroup, `SOCKET_GROUP = ${config.socketGroup} (${config.origins.SOCKET_GROUP})`);
+  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  await removeStaleSocket(path, where);
+  const server = createApiServer(control, { token: config.token, unixSocket: true });
+  const umask = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) => reject(new StartupError(`cannot listen on ${where}: ${e.code ?? e.message}`, 75)));
+      server.listen(path, () => resolve());
     });
-    server.listen(config.port, config.listen, () => resolve());
+  } finally {
+    process.umask(umask);
+  }
+  try {
+    if (gid !== undefined) chownSync(path, 0, gid);
+    chmodSync(path, config.socketMode);
+  } catch (e) {
+    server.close();
+    throw new StartupError(`cannot set the owner or mode of ${where}: ${(e as Error).message}`, 75);
+  }
+  const ino = statSync(path).ino;
+  // server.close() unlinks the file; process.exit() (shutdown, a fatal error) does not.
+  process.once('exit', () => {
+    try {
+      if (statSync(path).ino === ino) unlinkSync(path);
+    } catch {
+      /* already gone */
+    }
   });
+  return server;
+}
+
+/** Removes a socket file nobody listens on; refuses a live one or a file that is not a socket. */
+async function removeStaleSocket(path: string, where: string): Promise<void> {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) throw new StartupError(`cannot listen on ${where}: the path exists and is not a socket; not removing it`, 78);
+  const live = await new Promise<boolean>((resolve) => {
+    const c = connect(path);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+  if (live) throw new StartupError(`cannot listen on ${where}: another process (another netprof daemon?) is serving it`, 75);
+  unlinkSync(path);
+  diag.warn('removed a stale API socket left by an earlier run', { socket: path });
+}
+
+/** A group name (from /etc/group) or a numeric gid. */
+function groupId(group: string, where: string): number {
+  if (/^\d+$/.test(group)) return Number(group);
+  let text = '';
+  try {
+    text = readFileSync('/etc/group', 'utf8');
+  } catch {
+    /* no /etc/group: only numeric gids */
+  }
+  for (const line of text.split('\n')) {
+    const [name, , gid] = line.split(':');
+    if (name === group && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
+  }
+  throw new StartupError(`${where}: no such group`, 78);
 }

@@ -6,16 +6,17 @@ import { handleV1 } from './v1.js';
 import { handleMetrics, metricsFor } from './metrics.js';
 import { MAX_BODY_BYTES, pathSegments, send, sendJson } from './http.js';
 import { diag } from '../util/diag.js';
+import { authorize, extractPathToken, redactUrl, AuthError, type AccessPolicy } from './auth.js';
 
 /** Request lines and headers beyond this are refused with 431 by Node itself. */
 const MAX_HEADER_BYTES = 16 * 1024;
 
 /** The HTTP server behind both APIs. A bad request gets a 4xx and a reason; an internal error
  * gets a 500 without a stack trace, which goes to the daemon's diagnostics instead. */
-export function createApiServer(control: DaemonControl): Server {
+export function createApiServer(control: DaemonControl, policy: AccessPolicy = {}): Server {
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
-    dispatch(req, res, control).catch((e: unknown) => {
-      diag.error('request failed', { method: req.method, url: req.url?.slice(0, 200), error: (e as Error).stack ?? String(e) });
+    dispatch(req, res, control, policy).catch((e: unknown) => {
+      diag.error('request failed', { method: req.method, url: redactUrl(req.url), error: (e as Error).stack ?? String(e) });
       sendError(res, new RequestError(500, 'internal error; see the daemon log'), isCompatUrl(req.url));
     });
   });
@@ -31,12 +32,16 @@ export function createApiServer(control: DaemonControl): Server {
   return server;
 }
 
-async function dispatch(req: IncomingMessage, res: ServerResponse, control: DaemonControl): Promise<void> {
+async function dispatch(req: IncomingMessage, res: ServerResponse, control: DaemonControl, policy: AccessPolicy): Promise<void> {
   const url = req.url ?? '/';
   const compat = isCompatUrl(url);
   try {
-    if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) throw new RequestError(413, `request body over ${MAX_BODY_BYTES} bytes`);
     const segments = pathSegments(url);
+    // Access first: a refused caller learns nothing else and changes nothing. Every original
+    // path changes state; elsewhere, anything but a read does.
+    const pathToken = compat ? extractPathToken(segments) : undefined;
+    authorize(req, policy, compat || !['GET', 'HEAD'].includes(req.method ?? 'GET'), pathToken);
+    if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) throw new RequestError(413, `request body over ${MAX_BODY_BYTES} bytes`);
     if (compat) return await handleCompat(req, res, segments, control);
     if (segments[0] === 'v1') return await handleV1(req, res, segments, control);
     if (segments[0] === 'metrics' && segments.length === 1) return await handleMetrics(req, res, control);
@@ -54,6 +59,7 @@ function isCompatUrl(url = '/'): boolean {
 /** The original's callers read `1` and a reason line; new callers read JSON. */
 function sendError(res: ServerResponse, e: RequestError, compat: boolean): void {
   const extra: Record<string, string> = 'allow' in e ? { Allow: String((e as { allow: string }).allow) } : {};
+  if (e instanceof AuthError) extra['WWW-Authenticate'] = e.wwwAuthenticate;
   if (e.status === 413) extra.Connection = 'close';
   if (compat) send(res, e.status, `1\n${e.message}\n`, 'text/plain; charset=utf-8', extra);
   else sendJson(res, e.status, { error: { status: e.status, message: e.message } }, extra);

@@ -1,4 +1,4 @@
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { isIP } from 'node:net';
 import { parseIni, IniError } from './ini.js';
@@ -19,6 +19,16 @@ export interface Config {
   followChildren: boolean;
   ebpf: 'auto' | 'off';
   gcInterval: number;
+  /** Unix socket path of the API (absolute, resolved against the config file), or undefined. */
+  socket: string | undefined;
+  /** Permission bits of the socket file. */
+  socketMode: number;
+  /** Group owning the socket file (name or gid); undefined: root's group. */
+  socketGroup: string | undefined;
+  /** Bearer token that calls which change state must present; undefined: none required.
+   * Filled from TOKEN, or from TOKEN_FILE by checkAgainstHost(). */
+  token: string | undefined;
+  tokenFile: string | undefined;
   /** Where each key's value came from ("config.ini:4", "--set", "default"), for error messages. */
   origins: Record<string, string>;
 }
@@ -69,9 +79,46 @@ const interfaceList: Parser<string[]> = (v) => {
   return names;
 };
 
+/** LISTEN: an address, or `none` (serve only the Unix socket). */
 const address: Parser<string> = (v) => {
-  if (!isIP(v)) throw new Error('must be an IPv4 or IPv6 address');
+  if (v.toLowerCase() === 'none') return 'none';
+  if (!isIP(v)) throw new Error('must be an IPv4 or IPv6 address, or none');
   return v;
+};
+
+const optionalText: Parser<string | undefined> = (v) => (v === '' || v.toLowerCase() === 'none' ? undefined : v);
+
+const socketPath: Parser<string | undefined> = (v) => {
+  const p = optionalText(v);
+  if (p === undefined) return undefined;
+  // struct sockaddr_un holds 108 bytes with the NUL; checked again once resolved.
+  if (Buffer.byteLength(p) > 107) throw new Error('a Unix socket path is at most 107 bytes');
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f]/.test(p)) throw new Error('holds a control character');
+  return p;
+};
+
+const fileMode: Parser<number> = (v) => {
+  if (!/^0?[0-7]{3}$/.test(v)) throw new Error('must be octal permission bits like 0660');
+  const mode = parseInt(v, 8);
+  if (mode & 0o002) throw new Error('must not let every user write (connect to) the socket');
+  return mode;
+};
+
+const groupName: Parser<string | undefined> = (v) => {
+  const g = optionalText(v);
+  if (g !== undefined && !/^([a-z_][a-z0-9_.-]{0,31}\$?|\d{1,10})$/i.test(g)) throw new Error('is not a group name or gid');
+  return g;
+};
+
+/** Tokens travel in a header and, for the original's callers, as `token=T` inside the path, where
+ * `,` and `/` separate things: URL-safe characters only, and long enough not to be guessed. */
+export const TOKEN_PATTERN = /^[A-Za-z0-9._~+-]{16,256}$/;
+
+const token: Parser<string | undefined> = (v) => {
+  const t = optionalText(v);
+  if (t !== undefined && !TOKEN_PATTERN.test(t)) throw new Error('must be 16 to 256 characters from A-Z a-z 0-9 . _ ~ + - (e.g. openssl rand -hex 32)');
+  return t;
 };
 
 const text: Parser<string> = (v) => {
@@ -93,6 +140,11 @@ export const KEYS: { [name: string]: KeySpec<keyof Config> } = {
   FOLLOW_CHILDREN: { field: 'followChildren', default: 'yes', parse: boolean, doc: "processes started by a registered process belong to its job" },
   EBPF: { field: 'ebpf', default: 'auto', parse: oneOf('auto', 'off'), doc: 'attribute connections with eBPF tracepoints (auto: when bpftrace works), else /proc only' },
   GC_INTERVAL: { field: 'gcInterval', default: '10', parse: integer(1, 3600, 'seconds'), doc: 'seconds between periodic garbage collections' },
+  SOCKET: { field: 'socket', default: '', parse: socketPath, doc: 'also serve the API on this Unix socket (path, relative to the config file); empty: none' },
+  SOCKET_MODE: { field: 'socketMode', default: '0660', parse: fileMode, doc: 'permission bits of the Unix socket' },
+  SOCKET_GROUP: { field: 'socketGroup', default: '', parse: groupName, doc: "group of the Unix socket (e.g. condor); empty: root's group" },
+  TOKEN: { field: 'token', default: '', parse: token, doc: 'bearer token required by every call that changes state; empty: none' },
+  TOKEN_FILE: { field: 'tokenFile', default: '', parse: optionalText, doc: 'read TOKEN from this file at start-up (not readable by every user)' },
 } as const;
 
 export const SECTION = 'CONFIG';
@@ -148,12 +200,49 @@ export function loadConfig(file: string, overrides: Override[] = [], opts: { fil
     try {
       config[spec.field] = spec.parse(value);
     } catch (e) {
-      throw new ConfigError(`${given?.origin ?? 'default'}: ${name} = ${value}: ${(e as Error).message}`);
+      const shown = name === 'TOKEN' ? '(hidden)' : value;
+      throw new ConfigError(`${given?.origin ?? 'default'}: ${name} = ${shown}: ${(e as Error).message}`);
     }
   }
   const result = config as unknown as Config;
   result.logDir = resolve(dirname(path), result.logDir);
+  if (result.socket !== undefined) {
+    result.socket = resolve(dirname(path), result.socket);
+    if (Buffer.byteLength(result.socket) > 107) throw new ConfigError(`${origins.SOCKET}: SOCKET = ${result.socket}: a Unix socket path is at most 107 bytes`);
+  }
+  if (result.tokenFile !== undefined) result.tokenFile = resolve(dirname(path), result.tokenFile);
+  if (result.listen === 'none' && result.socket === undefined) {
+    throw new ConfigError(`${origins.LISTEN}: LISTEN = none: set SOCKET too, or the API is unreachable`);
+  }
+  if (result.token !== undefined && result.tokenFile !== undefined) {
+    throw new ConfigError(`${origins.TOKEN_FILE}: TOKEN_FILE = ${result.tokenFile}: TOKEN is set too (${origins.TOKEN}); set one of them`);
+  }
+  if (result.listen !== 'none' && !isLoopback(result.listen) && result.token === undefined && result.tokenFile === undefined) {
+    throw new ConfigError(`${origins.LISTEN}: LISTEN = ${result.listen}: not a loopback address, so set TOKEN or TOKEN_FILE (anyone who can reach the port could end jobs or stop the daemon)`);
+  }
   return result;
+}
+
+export function isLoopback(addr: string): boolean {
+  return /^127\./.test(addr) || addr === '::1' || /^::ffff:127\./i.test(addr);
+}
+
+/** Reads TOKEN_FILE: one line, the token. Refused when missing, empty, malformed, or readable or
+ * writable by every user (then it is no secret). */
+export function readTokenFile(config: Config): string {
+  const file = config.tokenFile!;
+  const where = `${config.origins.TOKEN_FILE}: TOKEN_FILE = ${file}`;
+  let st;
+  try {
+    st = statSync(file);
+  } catch (e) {
+    throw new ConfigError(`${where}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  if (!st.isFile()) throw new ConfigError(`${where}: not a regular file`);
+  if (st.mode & 0o007) throw new ConfigError(`${where}: every user may read it (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); chmod 0600 or 0640`);
+  const text = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+  if (!TOKEN_PATTERN.test(text)) throw new ConfigError(`${where}: the file must hold one token of 16 to 256 characters from A-Z a-z 0-9 . _ ~ + -`);
+  return text;
 }
 
 /** Interface names that exist in this process's network namespace (/proc/net/dev is per-namespace). */
@@ -169,6 +258,7 @@ export function existingInterfaces(): Set<string> {
 
 /** Start-up checks that depend on the machine, not just the text. */
 export function checkAgainstHost(config: Config): void {
+  if (config.tokenFile !== undefined) config.token = readTokenFile(config);
   const origin = config.origins.INTERFACE ?? 'default';
   const present = existingInterfaces();
   for (const name of config.interfaces) {
