@@ -1,12 +1,14 @@
 /**
  * Coalesces single requests into batches: the engines make one kernel transaction per batch, so
- * 300 connections closing together cost one `nft` run, not 300. A batch goes when it is full or
- * when `delayMs` has passed since its first item; one batch runs at a time, in order.
+ * 300 connections closing together cost one `nft` run, not 300. Group commit: while a batch
+ * runs, new requests wait and all go together in the next one, so batches grow with the load
+ * instead of queueing one transaction per request. An idle batcher waits `delayMs` after the
+ * first request for company.
  */
 export class Batcher<I, O> {
   private queue: Array<{ item: I; resolve: (o: O) => void; reject: (e: Error) => void }> = [];
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> = Promise.resolve();
+  private running: Promise<void> | undefined;
 
   constructor(
     private readonly run: (items: I[]) => Promise<O[]>,
@@ -16,26 +18,29 @@ export class Batcher<I, O> {
   push(item: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
       this.queue.push({ item, resolve, reject });
-      if (this.queue.length >= this.opts.maxItems) this.flush();
-      else this.timer ??= setTimeout(() => this.flush(), this.opts.delayMs);
+      if (this.running) return; // goes with the next batch, when this one is done
+      if (this.queue.length >= this.opts.maxItems) void this.flush();
+      else this.timer ??= setTimeout(() => void this.flush(), this.opts.delayMs);
     });
   }
 
-  /** Sends what is queued now; resolves when it (and every earlier batch) has run. */
-  flush(): Promise<void> {
+  /** Sends what is queued (after the batch in flight); resolves when the queue is empty. */
+  async flush(): Promise<void> {
     clearTimeout(this.timer);
     this.timer = undefined;
-    const batch = this.queue;
-    this.queue = [];
-    this.running = this.running.then(async () => {
-      if (batch.length === 0) return;
+    while (this.running) await this.running;
+    if (this.queue.length === 0) return;
+    const batch = this.queue.splice(0, this.opts.maxItems);
+    this.running = (async () => {
       try {
         const out = await this.run(batch.map((b) => b.item));
         batch.forEach((b, i) => b.resolve(out[i]!));
       } catch (e) {
         for (const b of batch) b.reject(e as Error);
       }
-    });
-    return this.running;
+    })();
+    await this.running;
+    this.running = undefined;
+    if (this.queue.length > 0) await this.flush();
   }
 }

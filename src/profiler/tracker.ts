@@ -331,7 +331,8 @@ export class ConnectionTracker {
     const deadPids = new Set(dead.map((p) => p.pid));
     const open = await openConnectionIds().catch(() => undefined);
     const reclaim = this.table.all().filter((c) => {
-      if (c.closing) return false;
+      // A connection whose events are still being handled will be closed by them.
+      if (c.closing || this.chains.has(c.id)) return false;
       if (deadPids.has(c.pid)) return true;
       const young = c.start !== undefined && now - c.start < GC_MIN_AGE_MS;
       return open !== undefined && !young && !open.has(c.id);
