@@ -33,7 +33,7 @@ const CLOSE_GRACE_MS = 25;
 const GC_MIN_AGE_MS = 2_000;
 /** How long a connection that belongs to nobody we profile is remembered, so its FIN and RST
  * are dropped without another lookup. */
-const IGNORE_TTL_MS = 120_000;
+const IGNORE_TTL_MS = 30_000;
 
 export interface TrackerStats {
   events: Record<ConnEvent['kind'], number>;
@@ -63,8 +63,9 @@ export interface TrackerStats {
 export class ConnectionTracker {
   readonly table = new ConnectionTable();
   private readonly chains = new Map<string, Promise<void>>();
-  /** Connections that are not ours: id → until when to ignore their events. */
-  private readonly ignored = new Map<string, number>();
+  /** Connections that are not ours, or whose record is written: id → until when to ignore their
+   * events, and whether it was ours (a late FIN or RST of it is a duplicate, not unknown). */
+  private readonly ignored = new Map<string, { until: number; closed: boolean }>();
   private readonly begins: Batcher<{ key: ConnKey; owner: { job: string; pid: number } }, BeginOutcome> | undefined;
   private readonly ends: Batcher<ConnKey, Counts | undefined> | undefined;
   private gcRunning: Promise<void> | undefined;
@@ -136,7 +137,9 @@ export class ConnectionTracker {
       return this.open(ev, id, openedBy);
     }
     if (!tracked) {
-      if (!this.ignored.has(id)) this.stats.closesOfUnknown += 1;
+      const ignored = this.ignored.get(id);
+      if (!ignored) this.stats.closesOfUnknown += 1;
+      else if (ignored.closed) this.stats.duplicateEvents += 1;
       return;
     }
     if (tracked.closing) {
@@ -299,6 +302,7 @@ export class ConnectionTracker {
     conns.forEach((c, i) => {
       if (this.table.get(c.key) !== c) return; // finished by someone else meanwhile
       this.table.delete(c);
+      this.ignore(c.id, Date.now(), true);
       this.stats.closed[reason] += 1;
       this.parts.log.write(toRecord(c, reason, finals[i], note));
     });
@@ -347,17 +351,17 @@ export class ConnectionTracker {
         return 0;
       });
     }
-    for (const [id, until] of this.ignored) if (until < now) this.ignored.delete(id);
+    for (const [id, { until }] of this.ignored) if (until < now) this.ignored.delete(id);
     if (reclaim.length) diag.info('garbage collected', { why, reclaimed: reclaim.length, dead_processes: dead.length });
   }
 
-  private ignore(id: string, time: number): void {
-    this.ignored.set(id, time + IGNORE_TTL_MS);
+  private ignore(id: string, time: number, closed = false): void {
+    this.ignored.set(id, { until: time + IGNORE_TTL_MS, closed });
   }
 
   private isIgnored(id: string, time: number): boolean {
-    const until = this.ignored.get(id);
-    return until !== undefined && until >= time;
+    const entry = this.ignored.get(id);
+    return entry !== undefined && entry.until >= time;
   }
 }
 

@@ -1,0 +1,133 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { EventEmitter } from 'node:events';
+import { ConnectionTracker } from '../../../src/profiler/tracker.js';
+import { Registry } from '../../../src/registry/registry.js';
+import type { ConnEvent } from '../../../src/capture/events.js';
+import type { ConnKey } from '../../../src/connection.js';
+import type { BeginOutcome, CounterEngine, Counts } from '../../../src/counters/engine.js';
+import type { ConnectionRecord } from '../../../src/log/record.js';
+import type { ResolveStack } from '../../../src/resolve/index.js';
+import { sleeper } from '../../support/procs.js';
+
+// The tracker's event logic — order, duplicates, half-close, unknown closes — fed recorded-style
+// events. The engine here is a ledger, not netfilter (the counting itself is tested against
+// conntrack in the integration tests); what is checked is which connections the tracker
+// begins, ends and logs, and why.
+const kid = sleeper();
+afterAll(() => kid.kill('SIGKILL'));
+
+class LedgerEngine implements CounterEngine {
+  readonly name = 'nftables' as const;
+  begun = new Set<string>();
+  ended: string[] = [];
+  start = async () => [];
+  begin = async (items: ReadonlyArray<{ key: ConnKey }>): Promise<BeginOutcome[]> => items.map((i) => (this.begun.add(id(i.key)), 'from-first-packet'));
+  read = async (keys: readonly ConnKey[]) => keys.map(() => counts);
+  end = async (keys: readonly ConnKey[]): Promise<Array<Counts | undefined>> => keys.map((k) => (this.ended.push(id(k)), this.begun.delete(id(k)), counts));
+  discard = async () => undefined;
+  sweep = async () => 0;
+  list = async () => [];
+  size = () => this.begun.size;
+  stop = async () => undefined;
+}
+const counts: Counts = { bytesIn: 100, packetsIn: 2, bytesOut: 200, packetsOut: 3 };
+const id = (k: ConnKey) => `${k.localPort}-${k.remotePort}`;
+
+function setup(owner: (key: ConnKey) => number | undefined) {
+  const registry = new Registry();
+  registry.add('job', registry.verify({ pid: kid.pid! }));
+  const records: ConnectionRecord[] = [];
+  const engine = new LedgerEngine();
+  const resolver = Object.assign(new EventEmitter(), {
+    resolve: async (key: ConnKey) => {
+      const pid = owner(key);
+      return pid === undefined ? { pid: undefined, source: 'unresolved' as const, reason: 'closed' } : { pid, source: 'ebpf-connect' as const, exact: true };
+    },
+  });
+  const tracker = new ConnectionTracker({
+    registry,
+    log: { write: (r) => records.push(r) },
+    engine,
+    resolve: { resolver, lineage: { rootOf: () => undefined } } as unknown as ResolveStack,
+    followChildren: true,
+    capacity: 100,
+    ifaceFor: () => 'eth0',
+  });
+  return { tracker, records, engine };
+}
+
+const key = (localPort: number): ConnKey => ({ family: 4, localAddr: '10.0.0.1', localPort, remoteAddr: '10.0.0.2', remotePort: 80 });
+const ev = (kind: ConnEvent['kind'], localPort: number, sent: boolean, time = Date.now()): ConnEvent => ({ kind, time, iface: 'eth0', key: key(localPort), sent });
+const settle = async (t: ConnectionTracker) => {
+  await t.drain();
+  await new Promise((r) => setTimeout(r, 60));
+  await t.drain();
+};
+
+describe('connection events to records', () => {
+  it('logs a connection once both FINs are seen, not at the first (half-close)', async () => {
+    const { tracker, records } = setup(() => kid.pid);
+    tracker.onEvent(ev('syn', 1000, true));
+    tracker.onEvent(ev('syn-ack', 1000, false));
+    tracker.onEvent(ev('fin', 1000, true));
+    await settle(tracker);
+    expect(records).toHaveLength(0);
+    expect(tracker.table.get(key(1000))?.finSent).toBe(true);
+    tracker.onEvent(ev('fin', 1000, false));
+    await settle(tracker);
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({ job: 'job', pid: kid.pid, reason: 'fin', openedBy: 'local', counts, partial: false });
+  });
+
+  it('ends at an RST, and counts duplicates and closes of unknown connections', async () => {
+    const { tracker, records, engine } = setup(() => kid.pid);
+    tracker.onEvent(ev('syn', 1001, false));
+    tracker.onEvent(ev('syn', 1001, false)); // retransmitted SYN
+    tracker.onEvent(ev('rst', 1001, true));
+    tracker.onEvent(ev('rst', 1001, true));
+    tracker.onEvent(ev('fin', 1999, true)); // never opened in view
+    await settle(tracker);
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({ reason: 'rst', openedBy: 'remote' });
+    expect(engine.ended).toEqual(['1001-80']);
+    expect(tracker.stats.duplicateEvents).toBe(2);
+    expect(tracker.stats.closesOfUnknown).toBe(1);
+  });
+
+  it('ignores connections of processes nobody profiles and reports unresolved ones', async () => {
+    const { tracker, records, engine } = setup((k) => (k.localPort === 1002 ? 1 : undefined));
+    for (const port of [1002, 1003]) {
+      tracker.onEvent(ev('syn', port, true));
+      tracker.onEvent(ev('fin', port, true));
+      tracker.onEvent(ev('fin', port, false));
+    }
+    await settle(tracker);
+    expect(records).toEqual([]);
+    expect(engine.begun.size).toBe(0);
+    expect(tracker.stats).toMatchObject({ notProfiled: 1, unresolved: 1, closesOfUnknown: 0 });
+    expect(tracker.stats.unresolvedReasons).toEqual({ closed: 1 });
+  });
+
+  it('treats a new SYN on a closing tuple as a new connection', async () => {
+    const { tracker, records } = setup(() => kid.pid);
+    tracker.onEvent(ev('syn', 1004, true));
+    tracker.onEvent(ev('fin', 1004, true));
+    tracker.onEvent(ev('syn', 1004, true));
+    await settle(tracker);
+    expect(records).toHaveLength(1);
+    expect(tracker.stats.tupleReused).toBe(1);
+    expect(tracker.table.get(key(1004))).toBeDefined();
+  });
+
+  it('handles each connection’s events in order even when resolution is slow', async () => {
+    const { tracker, records } = setup(() => kid.pid);
+    for (let p = 2000; p < 2050; p++) {
+      tracker.onEvent(ev('syn', p, true));
+      tracker.onEvent(ev('fin', p, false));
+      tracker.onEvent(ev('fin', p, true));
+    }
+    await settle(tracker);
+    expect(records).toHaveLength(50);
+    expect(records.every((r) => r.reason === 'fin')).toBe(true);
+  });
+});
