@@ -1,6 +1,6 @@
 import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import type { Server } from 'node:http';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { dirname } from 'node:path';
 import { checkAgainstHost, loadConfig, ConfigError, type Config, type Override } from './config/config.js';
 import { ConnectionLog } from './log/connection-log.js';
@@ -53,12 +53,15 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     throw e;
   }
 
-  const log = new ConnectionLog({ dir: config.logDir, format: config.logFormat, maxBytes: config.maxBytes, backupCount: config.backupCount });
+  const log = new ConnectionLog({ dir: config.logDir, format: config.logFormat, maxBytes: config.maxBytes, backupCount: config.backupCount, bufferLimit: config.logBuffer });
   try {
     log.open();
   } catch (e) {
     throw new StartupError(`LOG_DIR = ${config.logDir}: ${(e as Error).message}`, 73);
   }
+  // Before the kernel is touched: a second daemon started by mistake must fail here, not after
+  // harvesting (and then removing) the first one's live counters.
+  await checkListenable(config);
   const parts = await startParts(config);
   const profiler = new Profiler({ config, log, ...parts, ifaceFor: interfaceChooser(config.interfaces, parts.local) });
   profiler.start(parts.recovered);
@@ -215,6 +218,17 @@ async function listenUnix(control: Profiler, config: Config, path: string): Prom
     }
   });
   return server;
+}
+
+/** Fails as listen() would if the port is taken or the socket is served by a live process. */
+async function checkListenable(config: Config): Promise<void> {
+  if (config.socket) await removeStaleSocket(config.socket, `SOCKET = ${config.socket} (${config.origins.SOCKET})`);
+  if (config.listen === 'none') return;
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', (e: NodeJS.ErrnoException) => reject(new StartupError(`cannot listen on ${config.listen}:${config.port} (${config.origins.PORT}): ${e.code ?? e.message}`, 75)));
+    probe.listen(config.port, config.listen, () => probe.close(() => resolve()));
+  });
 }
 
 /** Removes a socket file nobody listens on; refuses a live one or a file that is not a socket. */

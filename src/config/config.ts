@@ -19,6 +19,8 @@ export interface Config {
   followChildren: boolean;
   ebpf: 'auto' | 'off';
   gcInterval: number;
+  /** Records held in memory while the connection log cannot be written. */
+  logBuffer: number;
   /** Unix socket path of the API (absolute, resolved against the config file), or undefined. */
   socket: string | undefined;
   /** Permission bits of the socket file. */
@@ -140,6 +142,7 @@ export const KEYS: { [name: string]: KeySpec<keyof Config> } = {
   FOLLOW_CHILDREN: { field: 'followChildren', default: 'yes', parse: boolean, doc: "processes started by a registered process belong to its job" },
   EBPF: { field: 'ebpf', default: 'auto', parse: oneOf('auto', 'off'), doc: 'attribute connections with eBPF tracepoints (auto: when bpftrace works), else /proc only' },
   GC_INTERVAL: { field: 'gcInterval', default: '10', parse: integer(1, 3600, 'seconds'), doc: 'seconds between periodic garbage collections' },
+  LOG_BUFFER: { field: 'logBuffer', default: '100000', parse: integer(1, 10_000_000, 'records'), doc: 'records held in memory while the log cannot be written; beyond, records are lost, counted and reported' },
   SOCKET: { field: 'socket', default: '', parse: socketPath, doc: 'also serve the API on this Unix socket (path, relative to the config file); empty: none' },
   SOCKET_MODE: { field: 'socketMode', default: '0660', parse: fileMode, doc: 'permission bits of the Unix socket' },
   SOCKET_GROUP: { field: 'socketGroup', default: '', parse: groupName, doc: "group of the Unix socket (e.g. condor); empty: root's group" },
