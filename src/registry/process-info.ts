@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { parseStat } from '../resolve/procfs.js';
 
 /** What /proc says about a live process: enough to tell it apart from a later one with the same
  * pid (uid and start time), and its parent. */
@@ -34,27 +35,13 @@ function bootTime(): number {
   return bootSeconds;
 }
 
-/** Parses /proc/PID/stat. The command name is in parentheses and may itself hold spaces and
- * parentheses, so fields are counted from the last ')'. */
-export function parseStat(text: string): { ppid: number; startTicks: number } {
-  const close = text.lastIndexOf(')');
-  if (close < 0) throw new Error('malformed stat line');
-  const fields = text.slice(close + 2).split(' ');
-  // fields[0] is field 3 (state); ppid is field 4, starttime field 22.
-  const ppid = Number(fields[1]);
-  const startTicks = Number(fields[19]);
-  if (!Number.isFinite(ppid) || !Number.isFinite(startTicks)) throw new Error('malformed stat line');
-  return { ppid, startTicks };
-}
-
 /** The live process with this pid, or undefined if there is none (or it is a zombie). */
 export function readProcess(pid: number): ProcessInfo | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    if (/\) Z /.test(stat)) return undefined; // exited, waiting to be reaped
+    const { state, ppid, startTicks } = parseStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    if (state === 'Z' || state === 'X') return undefined; // exited, waiting to be reaped
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     const uidLine = /^Uid:\s+(\d+)/m.exec(status);
-    const { ppid, startTicks } = parseStat(stat);
     return {
       pid,
       ppid,
