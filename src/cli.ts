@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { runDaemon, StartupError } from './daemon.js';
 import type { Override } from './config/config.js';
+import { addTools } from './tools/cli.js';
 
 const program = new Command();
 program.name('netprof').description('Per-job, per-process, per-connection TCP accounting for batch schedulers');
@@ -49,6 +50,8 @@ program
       throw e;
     }
   });
+
+addTools(program);
 
 program.parseAsync().catch((e: unknown) => {
   process.stderr.write(`netprof: ${(e as Error).stack ?? String(e)}\n`);
