@@ -21,7 +21,9 @@ export function readBody(req: IncomingMessage): Promise<string> {
       } else chunks.push(c);
     });
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
+    // The client went away mid-body ("aborted"): its mistake, not ours — a 4xx, not a 500 and a
+    // stack trace in the diagnostics (nobody is left to read the answer anyway).
+    req.on('error', (e: NodeJS.ErrnoException) => reject(new RequestError(400, `request body incomplete (${e.code ?? e.message})`)));
   });
 }
 

@@ -22,6 +22,10 @@ export function createApiServer(control: DaemonControl, policy: AccessPolicy = {
   });
   metricsFor(control); // /metrics counts records from the start, not from the first scrape
   server.keepAliveTimeout = 5_000;
+  // A client may half-close (shutdown(SHUT_WR)) once its request is sent. By default Node then
+  // aborts the requests still being handled, and a registration that went through is never
+  // answered; with this, the answer is written and the connection closed after it.
+  (server as unknown as { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     // Malformed requests never reach dispatch; answer them plainly if the socket still can.
     if (!socket.writable) return socket.destroy();
