@@ -1,3 +1,4 @@
+import { addressText } from '../address.js';
 import { isIPv4, isIPv6 } from 'node:net';
 import type { ConnKey, Family } from '../connection.js';
 import type { CounterOwner } from './engine.js';
@@ -35,27 +36,11 @@ export function mirrorKey(k: ConnKey): ConnKey {
   return { family: k.family, localAddr: k.remoteAddr, localPort: k.remotePort, remoteAddr: k.localAddr, remotePort: k.localPort };
 }
 
-/**
- * One spelling per address, so that what the kernel prints matches what capture reported
- * (`fd00:0::1` and `FD00::1` are the same address). IPv6 is expanded to eight 4-digit groups.
- */
+/** One spelling per address, so that what the kernel prints matches what capture reported
+ * (`fd00:0::1` and `FD00::1` are the same address); the family must match the text. */
 export function canonicalAddr(family: Family, addr: string): string {
-  if (family === 4) {
-    if (!isIPv4(addr)) throw new Error(`not an IPv4 address: ${JSON.stringify(addr)}`);
-    return addr.split('.').map(Number).join('.');
-  }
-  if (!isIPv6(addr) || addr.includes('%')) throw new Error(`not an IPv6 address: ${JSON.stringify(addr)}`);
-  let text = addr.toLowerCase();
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (v4) {
-    const b = v4[1]!.split('.').map(Number);
-    text = text.slice(0, -v4[1]!.length) + `${((b[0]! << 8) | b[1]!).toString(16)}:${((b[2]! << 8) | b[3]!).toString(16)}`;
-  }
-  const [head, tail] = text.includes('::') ? text.split('::') : [text, undefined];
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
-  return groups.map((g) => g.padStart(4, '0')).join(':');
+  if (family === 4 ? !isIPv4(addr) : !isIPv6(addr) || addr.includes('%')) throw new Error(`not an IPv${family} address: ${JSON.stringify(addr)}`);
+  return addressText(addr);
 }
 
 export function checkPort(p: number): number {

@@ -23,7 +23,7 @@ describe('nft -j output (recorded on nft 1.0.6)', () => {
     expect(sets.get('owners4')![0]!.comment).toBe('pid=5 job=j "x" $(y); \\ é */ #');
     expect(parseOwnerTag(sets.get('owners4')![0]!.comment!)).toEqual({ pid: 5, job: 'j "x" $(y); \\ é */ #' });
     const six = sets.get('owners6')![0]!;
-    expect(six.tuple).toEqual({ family: 6, saddr: 'fd00:0099:0000:0000:0000:0000:0000:0001', sport: 42002, daddr: 'fd00:0099:0000:0000:0000:0000:0000:0002', dport: 80 });
+    expect(six.tuple).toEqual({ family: 6, saddr: 'fd00:99::1', sport: 42002, daddr: 'fd00:99::2', dport: 80 });
     expect(sets.get('flows6')).toHaveLength(2);
   });
 
@@ -77,7 +77,7 @@ describe('iptables -x -v -n -L (recorded on iptables 1.8.9 nf_tables)', () => {
 describe('keys and owner tags', () => {
   it('spells an address one way', () => {
     expect(canonicalAddr(6, 'FD00:0::1')).toBe(canonicalAddr(6, 'fd00::0:1'));
-    expect(canonicalAddr(6, '::ffff:1.2.3.4')).toBe('0000:0000:0000:0000:0000:ffff:0102:0304');
+    expect(canonicalAddr(6, '::ffff:1.2.3.4')).toBe('::ffff:1.2.3.4');
     expect(() => canonicalAddr(4, '1.2.3')).toThrow();
     expect(() => canonicalKey({ family: 4, localAddr: '1.2.3.4', localPort: 70000, remoteAddr: '1.2.3.4', remotePort: 1 })).toThrow(/port/);
   });
