@@ -34,6 +34,19 @@ export function parseAsctime(t: string): number {
   return new Date(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!, m[7] ? +m[7].padEnd(3, '0') : 0).getTime();
 }
 
+/** Records come in bursts within the same second: parse each second once. */
+let cachedSecond = '';
+let cachedMs = NaN;
+function timeOf(t: string): number {
+  const second = t.slice(0, 19);
+  if (second !== cachedSecond) {
+    cachedSecond = second;
+    cachedMs = parseAsctime(second);
+  }
+  const ms = /^,(\d{1,3})$/.exec(t.slice(19));
+  return ms ? cachedMs + Number(ms[1]!.padEnd(3, '0')) : t.length === 19 ? cachedMs : parseAsctime(t);
+}
+
 const bytesOf = (s: string | undefined): number | undefined => (s === undefined || s === '-' || !/^\d+$/.test(s) ? undefined : Number(s));
 
 interface TsvHalf {
@@ -56,7 +69,7 @@ function parseTsvLine(line: string): TsvHalf | undefined {
   const dir = f[6];
   if (dir !== 'IN' && dir !== 'OUT') return undefined;
   return {
-    time: parseAsctime(line.slice(0, sep)),
+    time: timeOf(line.slice(0, sep)),
     job: f[0]!,
     pid: Number(f[1]),
     src: f[2]!,

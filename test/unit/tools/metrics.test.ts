@@ -1,0 +1,74 @@
+import { describe, expect, it } from 'vitest';
+import type { DaemonControl, DaemonObserver, JobDetail } from '../../../src/api/control.js';
+import type { ConnectionRecord } from '../../../src/log/record.js';
+import { Metrics } from '../../../src/api/metrics.js';
+
+// /metrics from a scripted DaemonControl: what the profiler reports live, what records say of
+// closed connections, and an ended job's totals until the grace period passes.
+
+function fakeDaemon() {
+  let observer: DaemonObserver = {};
+  const jobs = new Map<string, JobDetail>();
+  const control = {
+    observe: (o: DaemonObserver) => ((observer = o), () => undefined),
+    jobs: () => [...jobs.values()],
+    job: async (id: string) => jobs.get(id),
+    health: () => ({ status: 'ok', uptime_s: 5, engine: 'nftables', interfaces: ['eth0'], problems: [] }),
+    stats: () => ({
+      jobs: jobs.size, processes: 1, connections_tracked: 1, counters_installed: 1,
+      profiler: { registrations: 2, registrationsRefused: 1, uncountedConnections: 0 },
+      connections: { events: { syn: 4, 'syn-ack': 2, fin: 3, rst: 0 }, opened: 2, closed: { fin: 1, rst: 0, 'process-end': 0, 'job-end': 0, shutdown: 0, recovered: 0, gc: 0 }, unresolved: 1, notProfiled: 0, noRoom: 0, gcRuns: 3, gcReclaimed: 0, engineErrors: 0 },
+      capture: [{ iface: 'eth0', frames: 9, skipped: { undecodable: 2 }, kernelDropped: 0, restarts: 1, listening: true }],
+      log: { written: 1, buffered: 0, overflowed: 0, writeErrors: 0 },
+    }),
+  } as unknown as DaemonControl;
+  return { control, jobs, record: (r: ConnectionRecord) => observer.record?.(r), ended: (j: string) => observer.jobEnded?.(j) };
+}
+
+const conn = (bytesIn: number) => ({ interface: 'eth0', local_addr: '10.0.0.1', local_port: 5000, remote_addr: '192.0.2.9', remote_port: 443, opened_by: 'local', since: null, state: 'open', counted: true, partial: false, attribution: 'x', bytes_in: bytesIn, bytes_out: 10, packets_in: 2, packets_out: 1 });
+const rec = (pid: number, bytesIn: number): ConnectionRecord => ({ job: 'J', pid, owner: 'root', iface: 'eth0', family: 4, localAddr: '10.0.0.1', localPort: 6000, remoteAddr: '192.0.2.9', remotePort: 443, openedBy: 'local', end: 0, reason: 'fin', counts: { bytesIn, bytesOut: 5, packetsIn: 1, packetsOut: 1 }, partial: false, attribution: 'x' });
+
+describe('GET /metrics', () => {
+  it('per job and per process: open connections live plus closed ones; daemon health; no addresses or ports; ended jobs kept for the grace period', async () => {
+    const f = fakeDaemon();
+    let now = 1_000_000;
+    const m = new Metrics(f.control, { graceMs: 300_000, now: () => now });
+    // pid 11 has one open connection (700 B in so far); pid 12 ended with one closed (300 B).
+    f.record(rec(12, 300));
+    f.jobs.set('J', {
+      job: 'J', registered_at: '', processes: 1, open_connections: 1, closed_connections: 1, bytes_in: 1000, bytes_out: 15, packets_in: 3, packets_out: 2,
+      process_list: [{ pid: 11, owner: 'root', uid: 0, birthdate: 1, parent: null, alive: true, connections: [conn(700)], bytes_in: 700, bytes_out: 10, packets_in: 2, packets_out: 1 }],
+    });
+    let text = await m.render();
+    expect(text).toContain('netprof_job_bytes_total{job="J",direction="in"} 1000');
+    expect(text).toContain('netprof_process_bytes_total{job="J",pid="11",direction="in"} 700');
+    expect(text).toContain('netprof_process_bytes_total{job="J",pid="12",direction="in"} 300');
+    expect(text).toContain('netprof_process_open_connections{job="J",pid="11"} 1');
+    expect(text).toContain('netprof_process_connections_closed_total{job="J",pid="12"} 1');
+    expect(text).toContain('netprof_job_connections_opened_total{job="J"} 2');
+    expect(text).toContain('# TYPE netprof_job_bytes_total counter');
+    expect(text).toMatch(/^netprof_health\{status="ok"\} 1$/m);
+    expect(text).toMatch(/^netprof_capture_skipped_frames_total\{interface="eth0",reason="undecodable"\} 2$/m);
+    expect(text).toMatch(/^netprof_capture_restarts_total\{interface="eth0"\} 1$/m);
+    expect(text).toMatch(/^netprof_connections_unresolved_total 1$/m);
+    expect(text).toMatch(/^netprof_gc_runs_total 3$/m);
+    expect(text).toMatch(/^netprof_counters_installed 1$/m);
+    expect(text).toMatch(/^netprof_log_overflowed_total 0$/m);
+    expect(text).not.toMatch(/192\.0\.2\.9|10\.0\.0\.1|443|5000/);
+    expect(text).not.toMatch(/^process_cpu|nodejs_/m); // a private registry: no default metrics
+
+    // The job ends: its open connection is logged with its final count, then the job is gone.
+    f.record(rec(11, 900));
+    f.jobs.delete('J');
+    f.ended('J');
+    now += 60_000;
+    text = await m.render();
+    expect(text).toContain('netprof_job_bytes_total{job="J",direction="in"} 1200');
+    expect(text).toContain('netprof_process_bytes_total{job="J",pid="11",direction="in"} 900');
+    expect(text).toContain('netprof_job_open_connections{job="J"} 0');
+    expect(text).toContain(`netprof_job_ended_timestamp_seconds{job="J"} ${(now - 60_000) / 1000}`);
+    now += 240_000; // 5 minutes after the end
+    text = await m.render();
+    expect(text).not.toContain('job="J"');
+  });
+});
