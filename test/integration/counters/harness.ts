@@ -157,13 +157,8 @@ export const HOSTILE_JOBS = [
   'é'.repeat(50),
 ];
 
-/** Bundles driver.ts into one .mjs (Node 20 cannot run TypeScript); returns its path. */
-export async function buildDriver(dir: string): Promise<string> {
-  const out = join(dir, 'driver.mjs');
-  const r = await run(join(HERE, '../../../node_modules/.bin/rolldown'), [join(HERE, 'driver.ts'), '-o', out, '-p', 'node', '-f', 'esm']);
-  if (r.code !== 0) throw new Error(`rolldown: ${r.stderr}`);
-  return out;
-}
+/** The engine-holding driver (plain JS on the built dist/, since Node 20 cannot run TypeScript). */
+export const DRIVER = join(HERE, 'driver.mjs');
 
 /** Starts the driver, resolves with it and its begin outcome once it has begun counting. */
 export async function startDriver(bundle: string, args: string[]): Promise<{ child: ChildProcess; outcome: string }> {

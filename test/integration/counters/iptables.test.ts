@@ -6,7 +6,7 @@ import type { ConnKey } from '../../../src/connection.js';
 import { IptablesEngine } from '../../../src/counters/iptables.js';
 import { createPair, exited, nsRun, type Pair } from '../../support/netns.js';
 import { oracleCounts, oracleFlows, startOracle } from '../../support/oracle.js';
-import { buildDriver, expectExact, expectFromNow, HOSTILE_JOBS, runCase, runMany, startDriver } from './harness.js';
+import { DRIVER, expectExact, expectFromNow, HOSTILE_JOBS, runCase, runMany, startDriver } from './harness.js';
 
 const owner = { pid: 4242, job: 'job-1' };
 
@@ -113,7 +113,7 @@ describe('iptables engine, real traffic against conntrack', () => {
     expect((await engine.list()).map((x) => x.owner!.job).sort()).toEqual([...HOSTILE_JOBS].sort());
     await engine.end(keys);
 
-    const bundle = await buildDriver(work);
+    const bundle = DRIVER;
     const job = HOSTILE_JOBS[2]!;
     const key: ConnKey = { family: 4, localAddr: pair.node.v4, localPort: 40011, remoteAddr: pair.remote.v4, remotePort: 5011 };
     const driver = await startDriver(bundle, ['iptables', pair.node.ns, 'CRASHED', JSON.stringify(key), JSON.stringify({ pid: 99, job })]);

@@ -6,7 +6,7 @@ import type { ConnKey } from '../../../src/connection.js';
 import { NftablesEngine } from '../../../src/counters/nftables.js';
 import { createPair, exited, nsRun, type Pair } from '../../support/netns.js';
 import { oracleCounts, oracleFlows, startOracle } from '../../support/oracle.js';
-import { buildDriver, expectExact, HOSTILE_JOBS, runCase, runMany, startDriver } from './harness.js';
+import { DRIVER, expectExact, HOSTILE_JOBS, runCase, runMany, startDriver } from './harness.js';
 
 const owner = { pid: 4242, job: 'job-1' };
 const FOREIGN = `table inet foreign {
@@ -165,7 +165,7 @@ describe('nftables engine, real traffic against conntrack', () => {
     await engine.end(keys);
 
     // A process that began counting, then was killed -9 before it could end or stop.
-    const bundle = await buildDriver(work);
+    const bundle = DRIVER;
     const job = HOSTILE_JOBS[1]!;
     const key: ConnKey = { family: 4, localAddr: pair.node.v4, localPort: 40011, remoteAddr: pair.remote.v4, remotePort: 5011 };
     const driver = await startDriver(bundle, ['nftables', pair.node.ns, 'crashed', JSON.stringify(key), JSON.stringify({ pid: 99, job })]);
