@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, renameSync, writeSync } from 'node:fs';
 
 /**
  * An append-only file rolled the way Python's RotatingFileHandler rolls the original's log:
@@ -30,7 +30,20 @@ export class RotatingFile {
       return this.write(text);
     }
     let off = 0;
-    while (off < data.length) off += writeSync(fd, data, off);
+    try {
+      while (off < data.length) off += writeSync(fd, data, off);
+    } catch (e) {
+      // Disk full mid-record (a short write, then ENOSPC): take the part back, so that the retry
+      // writes the record whole instead of after a torn half of it.
+      if (off > 0) {
+        try {
+          ftruncateSync(fd, this.size);
+        } catch {
+          /* the retry reopens the file */
+        }
+      }
+      throw e;
+    }
     this.size += data.length;
   }
 
