@@ -46,6 +46,10 @@ export interface TrackerStats {
   duplicateEvents: number;
   closesOfUnknown: number;
   tupleReused: number;
+  /** The owner had exited by the time its connection was looked at (kept: it was registered). */
+  ownerExitedFirst: number;
+  /** A registered pid now names another process: its new connections are not the job's. */
+  pidReused: number;
   childrenAdded: number;
   lateFound: number;
   noRoom: number;
@@ -80,6 +84,8 @@ export class ConnectionTracker {
     duplicateEvents: 0,
     closesOfUnknown: 0,
     tupleReused: 0,
+    ownerExitedFirst: 0,
+    pidReused: 0,
     childrenAdded: 0,
     lateFound: 0,
     noRoom: 0,
@@ -233,7 +239,12 @@ export class ConnectionTracker {
       // The pid may have been reused since: only the registered process itself counts. One that
       // has already exited keeps its connections (it may connect and exit at once).
       const live = readProcess(pid);
-      return !live || live.startTicks === known.startTicks || known.startTicks < 0 ? known : undefined;
+      if (!live) this.stats.ownerExitedFirst += 1;
+      else if (live.startTicks !== known.startTicks && known.startTicks >= 0) {
+        this.stats.pidReused += 1;
+        return undefined;
+      }
+      return known;
     }
     const lineage = this.parts.resolve?.lineage;
     if (!this.parts.followChildren || !lineage) return undefined;

@@ -33,9 +33,11 @@ class LedgerEngine implements CounterEngine {
 const counts: Counts = { bytesIn: 100, packetsIn: 2, bytesOut: 200, packetsOut: 3 };
 const id = (k: ConnKey) => `${k.localPort}-${k.remotePort}`;
 
-function setup(owner: (key: ConnKey) => number | undefined) {
+function setup(owner: (key: ConnKey) => number | undefined, opts: { reused?: boolean } = {}) {
   const registry = new Registry();
-  registry.add('job', registry.verify({ pid: kid.pid! }));
+  const info = registry.verify({ pid: kid.pid! });
+  // reused: what was registered under this pid was an earlier process (another start time).
+  registry.add('job', opts.reused ? { ...info, startTicks: info.startTicks - 1 } : info);
   const records: ConnectionRecord[] = [];
   const engine = new LedgerEngine();
   const resolver = Object.assign(new EventEmitter(), {
@@ -129,5 +131,14 @@ describe('connection events to records', () => {
     await settle(tracker);
     expect(records).toHaveLength(50);
     expect(records.every((r) => r.reason === 'fin')).toBe(true);
+  });
+
+  it('does not give a job the connections of a process that reused its pid', async () => {
+    const { tracker, records, engine } = setup(() => kid.pid, { reused: true });
+    tracker.onEvent(ev('syn', 3000, true));
+    await settle(tracker);
+    expect(engine.begun.size).toBe(0);
+    expect(tracker.stats).toMatchObject({ pidReused: 1, notProfiled: 1 });
+    expect(records).toEqual([]);
   });
 });
