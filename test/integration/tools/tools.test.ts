@@ -142,7 +142,9 @@ describe('netprof run', () => {
 
 describe('netprof top and /metrics while a job transfers', () => {
   it('top --once shows the job, its process and the open connection with a rate; /metrics shows it live', async () => {
-    const slow = nsSpawn(pair.node.ns, process.execPath, [CLI, 'run', '--job', 'slow', ...d(), '-q', '--', 'curl', '-sS', '--limit-rate', '1M', '-o', '/dev/null', url.replace(/file$/, 'big')]);
+    // A 16 Mbit/s link from the server, so the transfer runs at a steady rate while we look.
+    await run('ip', ['netns', 'exec', pair.remote.ns, 'tc', 'qdisc', 'add', 'dev', 'veth0', 'root', 'tbf', 'rate', '16mbit', 'burst', '32kb', 'latency', '200ms']);
+    const slow = nsSpawn(pair.node.ns, process.execPath, [CLI, 'run', '--job', 'slow', ...d(), '-q', '--', 'curl', '-sS', '-o', '/dev/null', url.replace(/file$/, 'big')]);
     try {
       // Wait until the daemon sees the connection.
       const deadline = Date.now() + 10_000;
@@ -166,7 +168,7 @@ describe('netprof top and /metrics while a job transfers', () => {
       expect(line).toMatch(/ open /);
       const [inRate] = [...line!.matchAll(/([\d.]+) (B|KiB|MiB)\/s/g)];
       expect(inRate).toBeDefined();
-      expect(Number(inRate![1]) * (inRate![2] === 'KiB' ? 1024 : inRate![2] === 'MiB' ? 1 << 20 : 1)).toBeGreaterThan(10_000);
+      expect(Number(inRate![1]) * (inRate![2] === 'KiB' ? 1024 : inRate![2] === 'MiB' ? 1 << 20 : 1)).toBeGreaterThan(500_000); // 16 Mbit/s ≈ 2 MB/s
       const m = (await daemon.curl('/metrics')).body;
       expect(m).toMatch(/netprof_job_open_connections\{job="slow"\} 1/);
       expect(m).toMatch(/netprof_process_open_connections\{job="slow",pid="\d+"\} 1/);
@@ -178,6 +180,7 @@ describe('netprof top and /metrics while a job transfers', () => {
     } finally {
       slow.kill('SIGTERM');
       await new Promise((r) => slow.once('exit', r));
+      await run('ip', ['netns', 'exec', pair.remote.ns, 'tc', 'qdisc', 'del', 'dev', 'veth0', 'root']);
     }
   });
 
