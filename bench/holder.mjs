@@ -1,0 +1,45 @@
+// A job process that keeps N idle TCP connections open: `node holder.mjs HOST PORT N`.
+// Waits for a line on stdin (so the benchmark can register it first), opens the connections
+// (256 at a time), prints `held N`, and keeps them until stdin closes or SIGTERM.
+import { connect } from 'node:net';
+import { createInterface } from 'node:readline';
+
+const [host, port, n] = process.argv.slice(2);
+const N = Number(n);
+const sockets = [];
+let failed = 0;
+
+function one() {
+  return new Promise((resolve) => {
+    const s = connect({ host, port: Number(port) });
+    s.on('connect', () => {
+      sockets.push(s);
+      resolve();
+    });
+    s.on('error', (e) => {
+      failed += 1;
+      if (failed < 5) console.error(`connect: ${e.message}`);
+      resolve();
+    });
+  });
+}
+
+const rl = createInterface({ input: process.stdin });
+let started = false;
+rl.on('line', async () => {
+  if (started) return;
+  started = true;
+  const t0 = performance.now();
+  let next = 0;
+  const worker = async () => {
+    while (next < N) {
+      next += 1;
+      await one();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(256, N) }, worker));
+  console.log(`held ${sockets.length} failed ${failed} ms ${Math.round(performance.now() - t0)}`);
+});
+rl.on('close', () => process.exit(0));
+process.on('SIGTERM', () => process.exit(0));
+console.log('waiting');
