@@ -14,6 +14,8 @@ export interface TrackedConnection {
   start?: number;
   attribution: string;
   counting: BeginOutcome;
+  /** Settles when counting has been set up; until then `counting` is not yet known. */
+  begun?: Promise<BeginOutcome>;
   /** FINs seen in each direction: data still flows after the first one (half-close). */
   finSent: boolean;
   finReceived: boolean;

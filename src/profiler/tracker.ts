@@ -199,7 +199,8 @@ export class ConnectionTracker {
     };
     this.table.add(conn);
     this.stats.opened += 1;
-    conn.counting = await this.beginCounting(conn);
+    conn.begun = this.beginCounting(conn);
+    conn.counting = await conn.begun;
     return conn;
   }
 
@@ -299,6 +300,9 @@ export class ConnectionTracker {
   /** Final counters, stop counting, one record per connection. */
   async finish(conns: TrackedConnection[], reason: EndReason): Promise<void> {
     if (conns.length === 0) return;
+    // A process or job may end while a connection's counting is still being set up.
+    const outcomes = await Promise.all(conns.map((c) => c.begun ?? c.counting));
+    conns.forEach((c, i) => (c.counting = outcomes[i]!));
     let finals: Array<Counts | undefined>;
     let note: string | undefined;
     try {

@@ -141,4 +141,18 @@ describe('connection events to records', () => {
     expect(tracker.stats).toMatchObject({ pidReused: 1, notProfiled: 1 });
     expect(records).toEqual([]);
   });
+
+  it('waits for counting to be set up when a job ends right after a connection opened', async () => {
+    const { tracker, records, engine } = setup(() => kid.pid);
+    const begin = engine.begin;
+    engine.begin = async (items) => {
+      await new Promise((r) => setTimeout(r, 100));
+      return begin(items);
+    };
+    tracker.onEvent(ev('syn', 3100, true));
+    while (tracker.table.size === 0) await new Promise((r) => setTimeout(r, 5));
+    await tracker.finish(tracker.table.all(), 'job-end');
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({ reason: 'job-end', counts, partial: false });
+  });
 });
