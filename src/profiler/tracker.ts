@@ -73,6 +73,7 @@ export class ConnectionTracker {
   private readonly begins: Batcher<{ key: ConnKey; owner: { job: string; pid: number } }, BeginOutcome> | undefined;
   private readonly ends: Batcher<ConnKey, Counts | undefined> | undefined;
   private gcRunning: Promise<void> | undefined;
+  private refreshing: { at: number; done: Promise<void> } | undefined;
   readonly stats: TrackerStats = {
     events: { syn: 0, 'syn-ack': 0, fin: 0, rst: 0 },
     opened: 0,
@@ -323,8 +324,16 @@ export class ConnectionTracker {
     });
   }
 
-  /** Refreshes the live counters shown by the API. */
-  async refreshCounts(): Promise<void> {
+  /** Refreshes the live counters shown by the API. One kernel read serves every caller within
+   * half a second (a metrics scrape asks for each job in turn). */
+  refreshCounts(): Promise<void> {
+    if (this.refreshing && Date.now() - this.refreshing.at < 500) return this.refreshing.done;
+    const done = this.readLiveCounts();
+    this.refreshing = { at: Date.now(), done };
+    return done;
+  }
+
+  private async readLiveCounts(): Promise<void> {
     const engine = this.parts.engine;
     const conns = this.table.all().filter((c) => c.counting !== 'no-room' && !c.closing);
     if (!engine || conns.length === 0) return;
