@@ -11,7 +11,6 @@ import { createCounterEngine, type CounterEngine } from './counters/index.js';
 import { Capture, LocalAddresses } from './capture/index.js';
 import { startResolve, type ResolveStack } from './resolve/index.js';
 import { interfaceChooser } from './profiler/interfaces.js';
-import { CounterWatchdog } from './counters/watchdog.js';
 import { keyString } from './connection.js';
 
 export interface DaemonOptions {
@@ -67,7 +66,6 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const parts = await startParts(config);
   const profiler = new Profiler({ config, log, ...parts, ifaceFor: interfaceChooser(config.interfaces, parts.local) });
   profiler.start(parts.recovered);
-  const watchdog = watchCounters(parts.engine, config, profiler);
   let api: Listeners;
   try {
     api = await listen(profiler, config);
@@ -81,7 +79,6 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     (stopping ??= (async () => {
       diag.info('shutting down', { reason });
       api.close();
-      await watchdog?.stop();
       await parts.capture.stop();
       const logged = await profiler.stop();
       await stopParts(parts);
@@ -149,33 +146,6 @@ async function stopParts(parts: Parts): Promise<void> {
   await parts.capture.stop();
   await parts.resolve.stop();
   await parts.engine.stop().catch((e: Error) => diag.error('could not remove the counters', { error: e.message }));
-}
-
-/**
- * Puts the counters back when someone flushes the ruleset behind our back (nftables engine); the
- * connections counted then are flagged partial. (A Profiler method would be the better home for
- * the flagging: see CounterWatchdog.)
- */
-function watchCounters(engine: CounterEngine, config: Config, profiler: Profiler): CounterWatchdog | undefined {
-  if (engine.name !== 'nftables') return undefined;
-  const watchdog = new CounterWatchdog(engine, {
-    capacity: config.rulesThreshold,
-    interfaces: config.interfaces.includes('any') ? undefined : config.interfaces,
-    onRestored: ({ keys, reason }) => {
-      const ids = new Set(keys.map(keyString));
-      let flagged = 0;
-      for (const c of profiler.tracker.table.all()) {
-        if (ids.has(c.id) && c.counting === 'from-first-packet') {
-          c.counting = 'from-now';
-          flagged += 1;
-        }
-      }
-      diag.error('counters removed behind our back (nft flush ruleset?): table reinstalled, open connections counted from now', { reason, connections: keys.length, flagged_partial: flagged });
-    },
-    onError: (message) => diag.error('counter watchdog failed', { error: message }),
-  });
-  watchdog.start();
-  return watchdog;
 }
 
 interface Listeners {

@@ -38,6 +38,13 @@ export interface Installed {
   owner?: CounterOwner;
 }
 
+/** What repair() found and put back. */
+export interface Repair {
+  reason: string;
+  /** Connections counted again from now: what passed while the counters were gone is lost. */
+  restarted: ConnKey[];
+}
+
 export interface CounterEngine {
   readonly name: 'nftables' | 'iptables';
   /** Creates the daemon's own table/chains. Before that, harvests and removes what a crashed run
@@ -60,6 +67,9 @@ export interface CounterEngine {
   list(): Promise<Installed[]>;
   /** How many connections are counted for registered owners now. */
   size(): number;
+  /** Checks that what this engine installed is still in place — someone may flush the ruleset
+   * behind the daemon's back — and if not, reinstalls it; undefined when all was well. */
+  repair(): Promise<Repair | undefined>;
   /** Removes everything this daemon installed. */
   stop(): Promise<void>;
 }

@@ -1,5 +1,5 @@
 import type { Family } from '../connection.js';
-import type { BeginOutcome, ConnKey, CounterEngine, CounterOwner, Counts, Installed } from './engine.js';
+import type { BeginOutcome, ConnKey, CounterEngine, CounterOwner, Counts, Installed, Repair } from './engine.js';
 import { parseChainListing, restoreFile, ruleSpec, type ListedRule } from './iptables-rules.js';
 import { Kernel } from './kernel.js';
 import { canonicalKey, connId, inTuple, keyOf, outTuple, ownerTag, tupleId, type Tuple } from './tuple.js';
@@ -125,6 +125,34 @@ export class IptablesEngine implements CounterEngine {
       for (const id of ending.keys()) this.begun.delete(id);
       return counts;
     });
+  }
+
+  /** Checks our jumps and chains (someone may `iptables -F` behind our back); if damaged,
+   * reinstalls them with every begun connection's rules, counting from now. */
+  repair(): Promise<Repair | undefined> {
+    return this.kernel.serial(async () => {
+      let reason: string | undefined;
+      for (const f of [4, 6] as const) reason ??= await this.damage(f);
+      if (!reason) return undefined;
+      const all = [...this.begun.values()];
+      for (const f of [4, 6] as const) {
+        await this.unhook(f);
+        const rules = all.filter((b) => b.key.family === f).flatMap((b) => [`-A ${this.chainIn} ${b.inRule}`, `-A ${this.chainOut} ${b.outRule}`]);
+        await this.restore(f, [`:${this.chainIn} - [0:0]`, `:${this.chainOut} - [0:0]`, `-I INPUT 1 -j ${this.chainIn}`, `-I OUTPUT 1 -j ${this.chainOut}`, ...rules]);
+      }
+      return { reason, restarted: all.map((b) => b.key) };
+    });
+  }
+
+  private async damage(f: Family): Promise<string | undefined> {
+    for (const [hook, chain] of [['INPUT', this.chainIn], ['OUTPUT', this.chainOut]] as const) {
+      const r = await this.kernel.run(TOOLS[f].list, ['-w', '-C', hook, '-j', chain]);
+      if (r.code !== 0) return `${TOOLS[f].list}: the jump from ${hook} to ${chain} is gone`;
+    }
+    const { inRules, outRules } = await this.listChains(f, true);
+    const counted = [...this.begun.values()].filter((b) => b.key.family === f).length;
+    if (inRules.length < counted || outRules.length < counted) return `${TOOLS[f].list}: our chains hold fewer rules than the ${counted} connections counted`;
+    return undefined;
   }
 
   /** Nothing is installed for connections nobody began. */

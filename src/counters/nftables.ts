@@ -1,5 +1,5 @@
 import type { Family } from '../connection.js';
-import type { BeginOutcome, ConnKey, CounterEngine, CounterOwner, Counts, Installed } from './engine.js';
+import type { BeginOutcome, ConnKey, CounterEngine, CounterOwner, Counts, Installed, Repair } from './engine.js';
 import { Kernel } from './kernel.js';
 import { countsOf, dropTableText, ElementBatch, flowsSet, ownersSet, parseSets, tableText, type NftLayout, type SetElement } from './nft-ruleset.js';
 import { canonicalKey, connId, inTuple, keyOf, mirrorKey, outTuple, ownerTag, parseOwnerTag, tupleId, type Tuple } from './tuple.js';
@@ -20,6 +20,8 @@ export interface NftablesOptions {
   /** Run nft inside this network namespace (tests). */
   netns?: string;
 }
+
+const CHAINS = ['output', 'input'] as const;
 
 interface Begun {
   key: ConnKey;
@@ -43,6 +45,8 @@ export class NftablesEngine implements CounterEngine {
   private readonly begun = new Map<string, Begun>();
   /** Datapath elements (tuple ids) nobody owned at the previous sweep. */
   private unownedAtLastSweep = new Set<string>();
+  /** Rules per chain as installed, to notice a flush. */
+  private ruleCounts: Partial<Record<(typeof CHAINS)[number], number>> = {};
 
   constructor(options: NftablesOptions) {
     if (!Number.isInteger(options.capacity) || options.capacity < 1) throw new Error(`capacity must be a positive integer, not ${options.capacity}`);
@@ -64,8 +68,41 @@ export class NftablesEngine implements CounterEngine {
       await this.nftFile(tableText(this.layout), false);
       this.begun.clear();
       this.unownedAtLastSweep.clear();
+      this.ruleCounts = await this.countRules();
       return harvested;
     });
+  }
+
+  /** Reads only our two chains (a few hundred bytes, never the sets): a missing table or chain,
+   * or fewer rules than we installed, is damage. */
+  repair(): Promise<Repair | undefined> {
+    return this.kernel.serial(async () => {
+      const now = await this.countRules();
+      const damaged = CHAINS.find((c) => (now[c] ?? 0) < (this.ruleCounts[c] ?? 0));
+      if (!damaged) return undefined;
+      const reason = now[damaged] === undefined ? `chain ${damaged} of table inet ${this.layout.table} is gone` : `chain ${damaged} holds ${now[damaged]} rules, not ${this.ruleCounts[damaged]}`;
+      await this.nftFile(tableText(this.layout), false);
+      const all = [...this.begun.values()];
+      const batch = new ElementBatch(this.layout.table);
+      const added = new Set<string>();
+      for (const b of all) {
+        const tuples = [outTuple(b.key), inTuple(b.key)].filter((t) => !added.has(tupleId(t)) && added.add(tupleId(t)));
+        batch.add(flowsSet(b.key.family), tuples.map((tuple) => ({ tuple })));
+        batch.add(ownersSet(b.key.family), [{ tuple: outTuple(b.key), comment: ownerTag(b.owner) }]);
+        b.outcome = 'from-now';
+      }
+      if (!(await this.apply(batch))) throw new Error(`reinstalling counters: ${this.lastError}`);
+      return { reason, restarted: all.map((b) => b.key) };
+    });
+  }
+
+  private async countRules(): Promise<Partial<Record<(typeof CHAINS)[number], number>>> {
+    const counts: Partial<Record<(typeof CHAINS)[number], number>> = {};
+    for (const chain of CHAINS) {
+      const r = await this.kernel.run('nft', ['-j', 'list', 'chain', 'inet', this.layout.table, chain]);
+      if (r.code === 0) counts[chain] = (JSON.parse(r.stdout).nftables as Array<Record<string, unknown>>).filter((i) => i.rule).length;
+    }
+    return counts;
   }
 
   begin(items: ReadonlyArray<{ key: ConnKey; owner: CounterOwner }>): Promise<BeginOutcome[]> {

@@ -21,6 +21,8 @@ export interface ProfilerParts {
   ifaceFor?: (key: ConnKey) => string;
 }
 
+/** How often the engine checks that its counters are still in place (detection within 5 s). */
+const REPAIR_INTERVAL_MS = 2_000;
 /** Empty jobs and exited processes are forgotten after this long if nobody ends them. */
 const FORGET_AFTER_MS = 3_600_000;
 
@@ -35,6 +37,8 @@ export class Profiler implements DaemonControl {
   readonly tracker: ConnectionTracker;
   private readonly startedAt = Date.now();
   private gcTimer: NodeJS.Timeout | undefined;
+  private repairTimer: NodeJS.Timeout | undefined;
+  private repairing = false;
   private stopping = false;
   private onShutdown: ((reason: string) => void) | undefined;
   /** Totals of connections already logged, per job, for the API's job totals. */
@@ -85,6 +89,26 @@ export class Profiler implements DaemonControl {
     capture?.on('gap', (gap) => void this.afterGap(gap));
     this.gcTimer = setInterval(() => void this.periodic(), this.parts.config.gcInterval * 1000);
     this.gcTimer.unref();
+    this.repairTimer = setInterval(() => void this.checkCounters(), REPAIR_INTERVAL_MS);
+    this.repairTimer.unref();
+  }
+
+  /** Someone may flush the ruleset behind our back: the engine puts its counters back, and the
+   * connections counted then are flagged partial. */
+  private async checkCounters(): Promise<void> {
+    if (this.repairing || this.stopping || !this.parts.engine) return;
+    this.repairing = true;
+    try {
+      const repair = await this.parts.engine.repair();
+      if (repair) {
+        const flagged = this.tracker.countingRestarted(repair.restarted);
+        diag.error('counters removed behind our back (a ruleset flush?): reinstalled; open connections counted from now', { reason: repair.reason, connections: repair.restarted.length, flagged_partial: flagged });
+      }
+    } catch (e) {
+      diag.error('checking the counters failed', { error: (e as Error).message });
+    } finally {
+      this.repairing = false;
+    }
   }
 
   private async periodic(): Promise<void> {
@@ -196,6 +220,7 @@ export class Profiler implements DaemonControl {
   async stop(): Promise<number> {
     this.stopping = true;
     clearInterval(this.gcTimer);
+    clearInterval(this.repairTimer);
     await this.tracker.drain();
     return this.endProcesses(this.registry.processes(), 'shutdown');
   }
@@ -312,6 +337,7 @@ export class Profiler implements DaemonControl {
   health(): Health {
     const problems: string[] = [];
     if (this.parts.log.stats.lastError) problems.push(`connection log: ${this.parts.log.stats.lastError}`);
+    if (this.parts.log.stats.overflowed) problems.push(`connection log: ${this.parts.log.stats.overflowed} records lost while it could not be written`);
     for (const i of this.parts.capture?.stats() ?? []) if (!i.listening) problems.push(`capture on ${i.iface} is down: ${i.lastError ?? 'restarting'}`);
     const tracer = this.parts.resolve?.tracer.status;
     if (tracer && tracer.state !== 'live' && tracer.state !== 'off') problems.push(`eBPF ${tracer.state}${tracer.reason ? `: ${tracer.reason}` : ''}`);

@@ -200,8 +200,8 @@ export class ConnectionTracker {
     };
     this.table.add(conn);
     this.stats.opened += 1;
-    conn.begun = this.beginCounting(conn);
-    conn.counting = await conn.begun;
+    conn.begun = this.beginCounting(conn).then((outcome) => (conn.counting = outcome));
+    await conn.begun;
     return conn;
   }
 
@@ -302,8 +302,7 @@ export class ConnectionTracker {
   async finish(conns: TrackedConnection[], reason: EndReason): Promise<void> {
     if (conns.length === 0) return;
     // A process or job may end while a connection's counting is still being set up.
-    const outcomes = await Promise.all(conns.map((c) => c.begun ?? c.counting));
-    conns.forEach((c, i) => (c.counting = outcomes[i]!));
+    await Promise.all(conns.map((c) => c.begun));
     let finals: Array<Counts | undefined>;
     let note: string | undefined;
     try {
@@ -322,6 +321,20 @@ export class ConnectionTracker {
       this.stats.closed[reason] += 1;
       this.parts.log.write(toRecord(c, reason, finals[i], note));
     });
+  }
+
+  /** After the engine reinstalled lost counters: those connections now miss what passed while
+   * the counters were gone. Returns how many were flagged. */
+  countingRestarted(keys: readonly ConnKey[]): number {
+    let flagged = 0;
+    for (const k of keys) {
+      const c = this.table.get(k);
+      if (c && c.counting === 'from-first-packet') {
+        c.counting = 'from-now';
+        flagged += 1;
+      }
+    }
+    return flagged;
   }
 
   /** Refreshes the live counters shown by the API. One kernel read serves every caller within

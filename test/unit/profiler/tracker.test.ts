@@ -26,6 +26,7 @@ class LedgerEngine implements CounterEngine {
   end = async (keys: readonly ConnKey[]): Promise<Array<Counts | undefined>> => keys.map((k) => (this.ended.push(id(k)), this.begun.delete(id(k)), counts));
   discard = async () => undefined;
   sweep = async () => 0;
+  repair = async () => undefined;
   list = async () => [];
   size = () => this.begun.size;
   stop = async () => undefined;
