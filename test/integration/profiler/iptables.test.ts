@@ -46,6 +46,29 @@ describe('ENGINE = iptables', () => {
     }
   });
 
+  it('puts its chains back within 5 s after iptables -F, and flags the open connection partial', async () => {
+    w.spawn(w.remote.ns, 'nc', ['-l', w.remote.v4, '8400']);
+    await waitForListen(w.remote.ns, 8400);
+    // nc reads the shell's stdin, which stays open: the connection stays open.
+    await w.registeredShell('flush.0', `nc ${w.remote.v4} 8400`);
+    // Wait until the daemon counts the connection, then flush everything behind its back.
+    for (let i = 0; i < 100 && !(await nsRun(w.node.ns, 'iptables', ['-S'])).stdout.includes('job=flush.0'); i++) await new Promise((r) => setTimeout(r, 50));
+    expect((await nsRun(w.node.ns, 'iptables', ['-F'])).code).toBe(0);
+    const t0 = Date.now();
+    let restored = false;
+    while (!restored && Date.now() - t0 < 5000) {
+      restored = (await nsRun(w.node.ns, 'iptables', ['-S', 'INPUT'])).stdout.includes('-j NETPROF_IN');
+      if (!restored) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(restored).toBe(true);
+    expect((await nsRun(w.node.ns, 'iptables', ['-S'])).stdout).toContain('job=flush.0');
+    for (let i = 0; i < 50 && !/counters removed behind our back/.test(w.daemon.stderr()); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(w.daemon.stderr()).toMatch(/counters removed behind our back/);
+    expect(await w.daemon.curl('/endjobprofile/jobid=flush.0')).toEqual({ status: 200, body: '0' });
+    const [r] = await w.waitForRecords(1, (x) => x.job === 'flush.0');
+    expect(r).toMatchObject({ end_reason: 'job-end', counted: true, partial: true });
+  });
+
   it('removes its chains and rules at shutdown, leaving INPUT and OUTPUT as they were', async () => {
     const before = await nsRun(w.node.ns, 'iptables', ['-S']);
     expect(before.stdout).toMatch(/NETPROF/);
