@@ -44,7 +44,7 @@ const SINK = join(ROOT, 'bench/sink.mjs');
 const HOLDER = join(ROOT, 'bench/holder.mjs');
 const CHURN = join(ROOT, 'bench/churn.mjs');
 const WORK = mkdtempSync(join(tmpdir(), `netprof-bench-${RUN_ID}-`));
-const PROFDIR = join(ROOT, 'bench/profiles');
+const PROFDIR = join(WORK, 'profiles');
 
 const results = { meta: {}, params: P, startup_ms: [], goals: {} };
 const log = (...a) => console.log(`[${((performance.now() - T0) / 1000).toFixed(0).padStart(4)} s]`, ...a);
