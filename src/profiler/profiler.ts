@@ -1,13 +1,13 @@
 import type { Config } from '../config/config.js';
-import type { DaemonControl, DaemonObserver, EndResult, Health, JobDetail, JobSummary, ProcessView, ConnectionView, Traffic } from '../api/control.js';
+import type { DaemonControl, DaemonObserver, EndResult, Health, JobDetail, JobSummary, Traffic } from '../api/control.js';
 import { Registry, RequestError, isAlive, type ProcessClaim, type ProfiledProcess } from '../registry/registry.js';
+import { ZERO, addCounts, jobSummary, processView } from './views.js';
 import type { ConnectionLog } from '../log/connection-log.js';
 import type { ConnectionRecord, EndReason } from '../log/record.js';
-import type { CounterEngine, Counts, Installed } from '../counters/engine.js';
+import type { CounterEngine, Installed } from '../counters/engine.js';
 import type { Capture, CaptureGap } from '../capture/index.js';
 import type { ResolveStack } from '../resolve/index.js';
 import type { ConnKey } from '../connection.js';
-import type { TrackedConnection } from './connections.js';
 import { ConnectionTracker } from './tracker.js';
 import { diag } from '../util/diag.js';
 
@@ -25,8 +25,6 @@ export interface ProfilerParts {
 const REPAIR_INTERVAL_MS = 2_000;
 /** Empty jobs and exited processes are forgotten after this long if nobody ends them. */
 const FORGET_AFTER_MS = 3_600_000;
-
-const ZERO: Traffic = { bytes_in: 0, bytes_out: 0, packets_in: 0, packets_out: 0 };
 
 /**
  * The orchestrator: keeps the registry, the tracked connections and the log consistent, and
@@ -285,7 +283,7 @@ export class Profiler implements DaemonControl {
   // --- views for the API ---
 
   jobs(): JobSummary[] {
-    return this.registry.jobs().map((j) => this.summary(j.id));
+    return this.registry.jobs().map((j) => jobSummary(j, this.connections, this.closedTotals.get(j.id)));
   }
 
   async job(id: string): Promise<JobDetail | undefined> {
@@ -293,45 +291,7 @@ export class Profiler implements DaemonControl {
     await this.tracker.refreshCounts().catch((e: Error) => diag.warn('cannot read live counters', { error: e.message }));
     const j = this.registry.job(id);
     if (!j) return undefined;
-    return { ...this.summary(id), process_list: [...j.processes.values()].map((p) => this.processView(p)) };
-  }
-
-  private summary(id: string): JobSummary {
-    const j = this.registry.job(id)!;
-    const closed = this.closedTotals.get(id);
-    const totals: Traffic = { ...ZERO };
-    let open = 0;
-    for (const p of j.processes.values()) {
-      for (const c of this.connections.ofPid(p.pid)) {
-        open += 1;
-        addCounts(totals, c.counts);
-      }
-    }
-    if (closed) addTraffic(totals, closed);
-    return {
-      job: id,
-      registered_at: new Date(j.registeredAt).toISOString(),
-      processes: j.processes.size,
-      open_connections: open,
-      closed_connections: closed?.connections ?? 0,
-      ...totals,
-    };
-  }
-
-  private processView(p: ProfiledProcess): ProcessView {
-    const conns = this.connections.ofPid(p.pid).map((c) => connectionView(c));
-    const totals: Traffic = { ...ZERO };
-    for (const c of conns) addTraffic(totals, c);
-    return {
-      pid: p.pid,
-      owner: p.user,
-      uid: p.uid,
-      birthdate: p.startTime,
-      parent: p.parent ?? null,
-      alive: isAlive(p),
-      connections: conns,
-      ...totals,
-    };
+    return { ...jobSummary(j, this.connections, this.closedTotals.get(id)), process_list: [...j.processes.values()].map((p) => processView(p, this.connections)) };
   }
 
   health(): Health {
@@ -365,38 +325,4 @@ export class Profiler implements DaemonControl {
       log: this.parts.log.stats,
     };
   }
-}
-
-function connectionView(c: TrackedConnection): ConnectionView {
-  const t: Traffic = { ...ZERO };
-  addCounts(t, c.counts);
-  return {
-    interface: c.iface,
-    local_addr: c.key.localAddr,
-    local_port: c.key.localPort,
-    remote_addr: c.key.remoteAddr,
-    remote_port: c.key.remotePort,
-    opened_by: c.openedBy,
-    since: c.start ? new Date(c.start).toISOString() : null,
-    state: c.closing ? 'closing' : c.finSent || c.finReceived ? 'half-closed' : 'open',
-    counted: c.counting !== 'no-room',
-    partial: c.counting === 'from-now',
-    attribution: c.attribution,
-    ...t,
-  };
-}
-
-function addCounts(t: Traffic, c: Counts | undefined): void {
-  if (!c) return;
-  t.bytes_in += c.bytesIn;
-  t.bytes_out += c.bytesOut;
-  t.packets_in += c.packetsIn;
-  t.packets_out += c.packetsOut;
-}
-
-function addTraffic(t: Traffic, c: Traffic): void {
-  t.bytes_in += c.bytes_in;
-  t.bytes_out += c.bytes_out;
-  t.packets_in += c.packets_in;
-  t.packets_out += c.packets_out;
 }
