@@ -549,7 +549,7 @@ try {
 }
 if (!failed || results.goals) {
   console.log('\nGoals:');
-  for (const [name, r] of Object.entries(results.goals ?? {})) console.log(`  ${r.pass === null ? 'n/a ' : r.pass ? 'PASS' : 'FAIL'}  ${name}: ${typeof r.value === 'number' ? round3(r.value) : r.value} (goal ${r.goal})`);
+  for (const [name, r] of Object.entries(results.goals ?? {})) console.log(`  ${r.pass === null ? 'n/a ' : r.pass ? 'PASS' : 'FAIL'}  ${name}: ${typeof r.value === 'number' ? (Math.abs(r.value) < 1 ? r.value.toFixed(4) : round3(r.value)) : r.value} (goal ${r.goal})`);
   writeFileSync(join(tmpdir(), 'netprof-bench-last.json'), `${JSON.stringify(results, null, 2)}\n`);
   if (!flag('no-write')) {
     writeFileSync(join(ROOT, 'bench/results.json'), `${JSON.stringify(results, null, 2)}\n`);

@@ -17,7 +17,7 @@ export function render(r) {
   out.push(`| nft | ${m.nft} |`, `| iptables | ${m.iptables} |`, `| iperf3 | ${m.iperf3} |`, `| tcpdump | ${m.tcpdump} |`, `| bpftrace | ${m.bpftrace} |`);
   out.push(`| load average (1, 5, 15 min) | ${m.loadavg_at_start} at start, ${m.loadavg_at_end} at end |`, '');
   out.push('### Goals', '', '| goal | measured | target | |', '|---|---|---|---|');
-  for (const [name, g] of Object.entries(r.goals ?? {})) out.push(`| ${name} | ${f(g.value)} | ${g.goal} | ${g.pass === null ? 'n/a' : g.pass ? 'pass' : '**fail**'} |`);
+  for (const [name, g] of Object.entries(r.goals ?? {})) out.push(`| ${name} | ${typeof g.value === 'number' && g.value <= 1 && /fraction/.test(name) ? pct(g.value) : f(g.value)} | ${g.goal} | ${g.pass === null ? 'n/a' : g.pass ? 'pass' : '**fail**'} |`);
   out.push('');
 
   const tp = r.throughput;
