@@ -38,6 +38,14 @@ export interface Installed {
   owner?: CounterOwner;
 }
 
+export interface BeginItem {
+  key: ConnKey;
+  owner: CounterOwner;
+  /** The caller saw the connection open (its SYN or SYN-ACK) on a watched interface: the
+   * datapath has been counting it since, and the engine need not look. */
+  seenOpening?: boolean;
+}
+
 /** What repair() found and put back. */
 export interface Repair {
   reason: string;
@@ -51,7 +59,7 @@ export interface CounterEngine {
    * left; returns what was harvested so it can be logged as recovered. */
   start(): Promise<Installed[]>;
   /** Makes sure each connection is counted and tagged with its owner. */
-  begin(items: ReadonlyArray<{ key: ConnKey; owner: CounterOwner }>): Promise<BeginOutcome[]>;
+  begin(items: ReadonlyArray<BeginItem>): Promise<BeginOutcome[]>;
   /** Current counters; undefined for a connection that is not counted. */
   read(keys: readonly ConnKey[]): Promise<Array<Counts | undefined>>;
   /** Final counters, then stops counting those connections. */
@@ -60,8 +68,9 @@ export interface CounterEngine {
   discard(keys: readonly ConnKey[]): Promise<void>;
   /** Periodic garbage collection: removes counters nobody began that were already unowned at the
    * previous sweep (so garbage lives at most two sweep periods). Returns how many connections'
-   * counters it removed. iptables installs nothing unowned: always 0. */
-  sweep(): Promise<number>;
+   * counters it removed. `inUse`: connections the caller is about to begin (their begin may
+   * still be queued), which must be kept. iptables installs nothing unowned: always 0. */
+  sweep(inUse?: readonly ConnKey[]): Promise<number>;
   /** The connections begun and not yet ended, with owners and counters (a crashed run's are
    * returned by start(), then removed). */
   list(): Promise<Installed[]>;

@@ -1,5 +1,5 @@
 import type { Family } from '../connection.js';
-import type { BeginOutcome, ConnKey, CounterEngine, CounterOwner, Counts, Installed, Repair } from './engine.js';
+import type { BeginItem, BeginOutcome, ConnKey, CounterEngine, CounterOwner, Counts, Installed, Repair } from './engine.js';
 import { parseChainListing, restoreFile, ruleSpec, type ListedRule } from './iptables-rules.js';
 import { Kernel } from './kernel.js';
 import { canonicalKey, connId, inTuple, keyOf, outTuple, ownerTag, tupleId, type Tuple } from './tuple.js';
@@ -70,7 +70,7 @@ export class IptablesEngine implements CounterEngine {
     });
   }
 
-  begin(items: ReadonlyArray<{ key: ConnKey; owner: CounterOwner }>): Promise<BeginOutcome[]> {
+  begin(items: ReadonlyArray<BeginItem>): Promise<BeginOutcome[]> {
     return this.kernel.serial(async () => {
       const fresh: Begun[] = [];
       const outcomes = items.map(({ key, owner }): BeginOutcome => {

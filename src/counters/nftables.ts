@@ -1,5 +1,5 @@
 import type { Family } from '../connection.js';
-import type { BeginOutcome, ConnKey, CounterEngine, CounterOwner, Counts, Installed, Repair } from './engine.js';
+import type { BeginItem, BeginOutcome, ConnKey, CounterEngine, CounterOwner, Counts, Installed, Repair } from './engine.js';
 import { Kernel } from './kernel.js';
 import { countsOf, dropTableText, ElementBatch, flowsSet, ownersSet, parseSets, tableText, type NftLayout, type SetElement } from './nft-ruleset.js';
 import { canonicalKey, connId, inTuple, keyOf, mirrorKey, outTuple, ownerTag, parseOwnerTag, tupleId, type Tuple } from './tuple.js';
@@ -105,24 +105,33 @@ export class NftablesEngine implements CounterEngine {
     return counts;
   }
 
-  begin(items: ReadonlyArray<{ key: ConnKey; owner: CounterOwner }>): Promise<BeginOutcome[]> {
+  begin(items: ReadonlyArray<BeginItem>): Promise<BeginOutcome[]> {
     return this.kernel.serial(async () => {
-      const fresh: Begun[] = [];
+      const fresh = new Map<string, Begun>();
+      const seen = new Set<string>();
       const retag: Array<{ old: Begun; owner: CounterOwner }> = [];
-      const outcomes: Array<BeginOutcome | Begun> = items.map(({ key, owner }) => {
+      const outcomes: Array<BeginOutcome | Begun> = items.map(({ key, owner, seenOpening }) => {
         const k = canonicalKey(key);
+        const id = connId(k);
         ownerTag(owner); // refuse a bad owner before anything is installed
-        const known = this.begun.get(connId(k)) ?? fresh.find((b) => connId(b.key) === connId(k));
+        const known = this.begun.get(id) ?? fresh.get(id);
         if (known) {
           if (known.owner.pid !== owner.pid || known.owner.job !== owner.job) retag.push({ old: known, owner });
           return known;
         }
-        if (this.begun.size + fresh.length >= this.capacity) return 'no-room';
+        if (this.begun.size + fresh.size >= this.capacity) return 'no-room';
         const b: Begun = { key: k, owner, outcome: 'from-first-packet' };
-        fresh.push(b);
+        fresh.set(id, b);
+        if (seenOpening) seen.add(id);
         return b;
       });
-      if (fresh.length || retag.length) {
+      if (fresh.size || retag.length) {
+        // The usual case needs no listing: every connection was seen opening, so the datapath
+        // holds its elements, and `add` of an element that exists keeps its counter.
+        if (retag.length === 0 && seen.size === fresh.size && (await this.addBegun([...fresh.values()]))) {
+          for (const [id, b] of fresh) this.begun.set(id, b);
+          return outcomes.map((o) => (typeof o === 'string' ? o : o.outcome));
+        }
         const attempt = async (flows: Flows, withFlowAdds: boolean): Promise<boolean> => {
           const batch = new ElementBatch(this.layout.table);
           for (const { old, owner } of retag) {
@@ -131,7 +140,7 @@ export class NftablesEngine implements CounterEngine {
             const tuple = outTuple(old.key);
             batch.delete(ownersSet(old.key.family), [{ tuple }]).add(ownersSet(old.key.family), [{ tuple, comment: ownerTag(owner) }]);
           }
-          for (const b of fresh) {
+          for (const b of fresh.values()) {
             const missing = [outTuple(b.key), inTuple(b.key)].filter((t) => !flows.has(tupleId(t)));
             // Both missing: the SYN was not seen (the connection predates us, another interface,
             // or the set was full). One missing: the handshake is under way; the SYN-ACK's `add`
@@ -146,16 +155,28 @@ export class NftablesEngine implements CounterEngine {
           }
           return this.apply(batch);
         };
-        const families = new Set([...fresh, ...retag.map((r) => r.old)].map((b) => b.key.family));
+        const families = new Set([...fresh.values(), ...retag.map((r) => r.old)].map((b) => b.key.family));
         // A full flows set makes the whole transaction fail: then count only what the datapath
         // already has an element for.
         if (!(await attempt(await this.readFlows(families), true)) && !(await attempt(await this.readFlows(families), false))) {
           throw new Error(`nft: could not add elements to table inet ${this.layout.table}: ${this.lastError}`);
         }
-        for (const b of fresh) if (b.outcome !== 'no-room') this.begun.set(connId(b.key), b);
+        for (const [id, b] of fresh) if (b.outcome !== 'no-room') this.begun.set(id, b);
       }
       return outcomes.map((o) => (typeof o === 'string' ? o : o.outcome));
     });
+  }
+
+  /** Adds both directions' flows elements and the owner of connections seen opening, in one
+   * transaction; false if nft refused it (a full set), and nothing changed. */
+  private addBegun(list: readonly Begun[]): Promise<boolean> {
+    const batch = new ElementBatch(this.layout.table);
+    for (const family of [4, 6] as const) {
+      const mine = list.filter((b) => b.key.family === family);
+      batch.add(flowsSet(family), mine.flatMap((b) => [{ tuple: outTuple(b.key) }, { tuple: inTuple(b.key) }]));
+      batch.add(ownersSet(family), mine.map((b) => ({ tuple: outTuple(b.key), comment: ownerTag(b.owner) })));
+    }
+    return this.apply(batch);
   }
 
   read(keys: readonly ConnKey[]): Promise<Array<Counts | undefined>> {
@@ -205,11 +226,11 @@ export class NftablesEngine implements CounterEngine {
     });
   }
 
-  sweep(): Promise<number> {
+  sweep(inUse: readonly ConnKey[] = []): Promise<number> {
     return this.kernel.serial(async () => {
       const flows = await this.readFlows(new Set<Family>([4, 6]));
       const owned = new Set<string>();
-      for (const { key } of this.begun.values()) {
+      for (const key of [...[...this.begun.values()].map((b) => b.key), ...inUse.map(canonicalKey)]) {
         owned.add(tupleId(outTuple(key)));
         owned.add(tupleId(inTuple(key)));
       }

@@ -219,8 +219,9 @@ export class Profiler implements DaemonControl {
     this.stopping = true;
     clearInterval(this.gcTimer);
     clearInterval(this.repairTimer);
-    await this.tracker.drain();
-    return this.endProcesses(this.registry.processes(), 'shutdown');
+    const logged = await this.tracker.finishAll('shutdown');
+    await this.endProcesses(this.registry.processes(), 'shutdown');
+    return logged;
   }
 
   get isStopping(): boolean {

@@ -1,6 +1,6 @@
 import { keyString, type ConnKey } from '../connection.js';
 import type { ConnEvent } from '../capture/events.js';
-import type { BeginOutcome, CounterEngine, Counts } from '../counters/engine.js';
+import type { BeginItem, BeginOutcome, CounterEngine, Counts } from '../counters/engine.js';
 import type { Attribution, ResolveStack } from '../resolve/index.js';
 import { openConnectionIds, socketsOf } from '../resolve/sockets.js';
 import type { ConnectionRecord, EndReason } from '../log/record.js';
@@ -69,9 +69,10 @@ export class ConnectionTracker {
   private readonly chains = new Map<string, Promise<void>>();
   /** Connections that are not ours, or whose record is written: id → until when to ignore their
    * events, and whether it was ours (a late FIN or RST of it is a duplicate, not unknown). */
-  private readonly ignored = new Map<string, { until: number; closed: boolean }>();
-  private readonly begins: Batcher<{ key: ConnKey; owner: { job: string; pid: number } }, BeginOutcome> | undefined;
+  private readonly ignored = new Map<string, { until: number; closed: boolean; discarded?: boolean }>();
+  private readonly begins: Batcher<BeginItem, BeginOutcome> | undefined;
   private readonly ends: Batcher<ConnKey, Counts | undefined> | undefined;
+  private readonly discards: Batcher<ConnKey, undefined> | undefined;
   private gcRunning: Promise<void> | undefined;
   private refreshing: { at: number; done: Promise<void> } | undefined;
   readonly stats: TrackerStats = {
@@ -99,8 +100,9 @@ export class ConnectionTracker {
   constructor(private readonly parts: TrackerParts) {
     const engine = parts.engine;
     if (engine) {
-      this.begins = new Batcher((items) => engine.begin(items), { maxItems: 500, delayMs: 5 });
-      this.ends = new Batcher((keys) => engine.end(keys), { maxItems: 500, delayMs: 5 });
+      this.begins = new Batcher((items) => engine.begin(items), { maxItems: 5000, delayMs: 5 });
+      this.ends = new Batcher((keys) => engine.end(keys), { maxItems: 5000, delayMs: 5 });
+      this.discards = new Batcher(async (keys) => (await engine.discard(keys), keys.map(() => undefined)), { maxItems: 5000, delayMs: 50 });
     }
     parts.resolve?.resolver.on('refined', (key: ConnKey, now: Attribution) => this.refine(key, now));
   }
@@ -147,6 +149,11 @@ export class ConnectionTracker {
       const ignored = this.ignored.get(id);
       if (!ignored) this.stats.closesOfUnknown += 1;
       else if (ignored.closed) this.stats.duplicateEvents += 1;
+      else if (!ignored.discarded && this.discards) {
+        // Not ours and closing: its datapath counters can go now rather than at a sweep.
+        ignored.discarded = true;
+        this.discards.push(ev.key).catch((e: Error) => diag.warn('discarding counters failed', { error: e.message }));
+      }
       return;
     }
     if (tracked.closing) {
@@ -209,10 +216,11 @@ export class ConnectionTracker {
     if (!this.begins || !this.parts.engine) return 'no-room';
     if (this.parts.engine.size() >= this.parts.capacity) await this.gc('threshold');
     try {
-      let outcome = await this.begins.push({ key: conn.key, owner: { job: conn.job, pid: conn.pid } });
+      const item: BeginItem = { key: conn.key, owner: { job: conn.job, pid: conn.pid }, seenOpening: conn.start !== undefined };
+      let outcome = await this.begins.push(item);
       if (outcome === 'no-room') {
         await this.gc('threshold');
-        outcome = await this.begins.push({ key: conn.key, owner: { job: conn.job, pid: conn.pid } });
+        outcome = await this.begins.push(item);
       }
       if (outcome === 'no-room') {
         this.stats.noRoom += 1;
@@ -296,6 +304,28 @@ export class ConnectionTracker {
       await this.track({ key: s.key, iface: this.parts.ifaceFor(s.key), proc, openedBy: 'unknown', attribution: 'procfs' });
     }
     return adopted;
+  }
+
+  /** The daemon's last act: one read of every counter, one record per connection. The engine's
+   * stop() then removes the counters wholesale, instead of one delete batch per 5,000. */
+  async finishAll(reason: EndReason): Promise<number> {
+    await this.drain();
+    const conns = this.table.all();
+    await Promise.all(conns.map((c) => c.begun));
+    let note: string | undefined;
+    const counts = new Map<string, Counts>();
+    try {
+      for (const i of (await this.parts.engine?.list()) ?? []) counts.set(keyString(i.key), i.counts);
+    } catch (e) {
+      this.stats.engineErrors += 1;
+      note = `counters could not be read: ${(e as Error).message}`;
+    }
+    for (const c of conns) {
+      this.table.delete(c);
+      this.stats.closed[reason] += 1;
+      this.parts.log.write(toRecord(c, reason, c.counting === 'no-room' ? undefined : counts.get(c.id), note));
+    }
+    return conns.length;
   }
 
   /** Final counters, stop counting, one record per connection. */
@@ -382,7 +412,8 @@ export class ConnectionTracker {
     this.stats.gcReclaimed += reclaim.length;
     for (const p of dead) if (p.parent !== undefined) registry.remove(p); // children: nobody will end them
     if (this.parts.engine) {
-      this.stats.gcSwept += await this.parts.engine.sweep().catch((e: Error) => {
+      const inUse = this.table.all().map((c) => c.key);
+      this.stats.gcSwept += await this.parts.engine.sweep(inUse).catch((e: Error) => {
         this.stats.engineErrors += 1;
         diag.warn('sweeping unclaimed counters failed', { error: e.message });
         return 0;
