@@ -9,6 +9,8 @@ export class Batcher<I, O> {
   private queue: Array<{ item: I; resolve: (o: O) => void; reject: (e: Error) => void }> = [];
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
+  /** For the daemon's statistics: how batching is going. */
+  readonly stats = { batches: 0, items: 0, largest: 0, busyMs: 0, slowestMs: 0 };
 
   constructor(
     private readonly run: (items: I[]) => Promise<O[]>,
@@ -32,11 +34,21 @@ export class Batcher<I, O> {
     if (this.queue.length === 0) return;
     const batch = this.queue.splice(0, this.opts.maxItems);
     this.running = (async () => {
+      const t0 = performance.now();
       try {
         const out = await this.run(batch.map((b) => b.item));
         batch.forEach((b, i) => b.resolve(out[i]!));
       } catch (e) {
         for (const b of batch) b.reject(e as Error);
+      } finally {
+        const ms = performance.now() - t0;
+        Object.assign(this.stats, {
+          batches: this.stats.batches + 1,
+          items: this.stats.items + batch.length,
+          largest: Math.max(this.stats.largest, batch.length),
+          busyMs: Math.round(this.stats.busyMs + ms),
+          slowestMs: Math.round(Math.max(this.stats.slowestMs, ms)),
+        });
       }
     })();
     await this.running;

@@ -320,6 +320,7 @@ export class Profiler implements DaemonControl {
       counters_installed: this.parts.engine?.size() ?? 0,
       profiler: this.counters,
       connections: this.tracker.stats,
+      engine_batches: this.tracker.batchStats(),
       resolver: this.parts.resolve?.resolver.stats(),
       ebpf: this.parts.resolve?.tracer.stats(),
       capture: this.parts.capture?.stats(),

@@ -120,6 +120,11 @@ export class ConnectionTracker {
     });
   }
 
+  /** How the engine's begin, end and discard batches are going. */
+  batchStats(): Record<string, unknown> {
+    return { begin: this.begins?.stats, end: this.ends?.stats, discard: this.discards?.stats };
+  }
+
   /** Resolves once every event received so far has been handled. */
   async drain(): Promise<void> {
     while (this.chains.size > 0) await Promise.all([...this.chains.values()]);
