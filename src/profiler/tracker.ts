@@ -34,6 +34,8 @@ const GC_MIN_AGE_MS = 2_000;
 /** How long a connection that belongs to nobody we profile is remembered, so its FIN and RST
  * are dropped without another lookup. */
 const IGNORE_TTL_MS = 30_000;
+/** Unresolved connections remembered for a late attribution (the resolver watches 30 s). */
+const UNRESOLVED_MAX = 10_000;
 
 export interface TrackerStats {
   events: Record<ConnEvent['kind'], number>;
@@ -51,6 +53,8 @@ export interface TrackerStats {
   /** A registered pid now names another process: its new connections are not the job's. */
   pidReused: number;
   childrenAdded: number;
+  /** Unresolved when they opened, attributed by a late eBPF event (also still in `unresolved`). */
+  resolvedLate: number;
   lateFound: number;
   noRoom: number;
   gcRuns: number;
@@ -70,6 +74,8 @@ export class ConnectionTracker {
   /** Connections that are not ours, or whose record is written: id → until when to ignore their
    * events, and whether it was ours (a late FIN or RST of it is a duplicate, not unknown). */
   private readonly ignored = new Map<string, { until: number; closed: boolean; discarded?: boolean }>();
+  /** Connections nothing could attribute yet, with what was seen of them since. */
+  private readonly unresolved = new Map<string, { ev: ConnEvent; openedBy: 'local' | 'remote'; finSent: boolean; finReceived: boolean; rst: boolean }>();
   private readonly begins: Batcher<BeginItem, BeginOutcome> | undefined;
   private readonly ends: Batcher<ConnKey, Counts | undefined> | undefined;
   private readonly discards: Batcher<ConnKey, undefined> | undefined;
@@ -89,6 +95,7 @@ export class ConnectionTracker {
     ownerExitedFirst: 0,
     pidReused: 0,
     childrenAdded: 0,
+    resolvedLate: 0,
     lateFound: 0,
     noRoom: 0,
     gcRuns: 0,
@@ -111,9 +118,14 @@ export class ConnectionTracker {
   onEvent(ev: ConnEvent): void {
     this.stats.events[ev.kind] += 1;
     const id = keyString(ev.key);
+    this.enqueue(id, () => this.handle(ev, id), ev.kind);
+  }
+
+  /** Runs work for one connection after the work already queued for it: its events stay in order. */
+  private enqueue(id: string, work: () => Promise<void>, what: string): void {
     const next = (this.chains.get(id) ?? Promise.resolve())
-      .then(() => this.handle(ev, id))
-      .catch((e: Error) => diag.error('connection event failed', { kind: ev.kind, key: id, error: e.message }));
+      .then(work)
+      .catch((e: Error) => diag.error('connection event failed', { kind: what, key: id, error: e.message }));
     this.chains.set(id, next);
     void next.finally(() => {
       if (this.chains.get(id) === next) this.chains.delete(id);
@@ -151,6 +163,13 @@ export class ConnectionTracker {
       return this.open(ev, id, openedBy);
     }
     if (!tracked) {
+      const pending = this.unresolved.get(id);
+      if (pending) {
+        if (ev.kind === 'rst') pending.rst = true;
+        else if (ev.sent) pending.finSent = true;
+        else pending.finReceived = true;
+        return; // its counters stay until it is resolved or forgotten
+      }
       const ignored = this.ignored.get(id);
       if (!ignored) this.stats.closesOfUnknown += 1;
       else if (ignored.closed) this.stats.duplicateEvents += 1;
@@ -182,6 +201,9 @@ export class ConnectionTracker {
       const why = attribution.reason.split(';')[0]!.replace(/\d+/g, 'N');
       this.stats.unresolvedReasons[why] = (this.stats.unresolvedReasons[why] ?? 0) + 1;
       this.ignore(id, ev.time);
+      // The resolver keeps watching: an eBPF event read late may still name the process.
+      if (this.unresolved.size >= UNRESOLVED_MAX) this.unresolved.delete(this.unresolved.keys().next().value!);
+      this.unresolved.set(id, { ev, openedBy, finSent: false, finReceived: false, rst: false });
       return;
     }
     const proc = this.profiledProcess(attribution.pid);
@@ -276,9 +298,14 @@ export class ConnectionTracker {
     return added.process;
   }
 
+  /** A late eBPF event: a more exact owner for a tracked connection, or the owner of one that
+   * could not be resolved when it opened. */
   private refine(key: ConnKey, now: Attribution): void {
+    if (now.pid === undefined) return;
+    const id = keyString(key);
+    if (this.unresolved.has(id)) return this.enqueue(id, () => this.resolvedLate(id, now.pid!, now.source), 'refined');
     const conn = this.table.get(key);
-    if (!conn || now.pid === undefined || now.pid === conn.pid) return;
+    if (!conn || now.pid === conn.pid) return;
     const proc = this.profiledProcess(now.pid);
     if (!proc || proc.job !== conn.job) return;
     this.table.delete(conn);
@@ -286,6 +313,21 @@ export class ConnectionTracker {
     conn.owner = proc.user;
     conn.attribution = now.source;
     this.table.add(conn);
+  }
+
+  private async resolvedLate(id: string, pid: number, source: string): Promise<void> {
+    const u = this.unresolved.get(id);
+    if (!u) return;
+    this.unresolved.delete(id);
+    const proc = this.profiledProcess(pid);
+    if (!proc) return;
+    this.ignored.delete(id);
+    this.stats.resolvedLate += 1;
+    const conn = await this.track({ key: u.ev.key, iface: u.ev.iface, proc, openedBy: u.openedBy, start: u.ev.time, attribution: `${source}-late` });
+    conn.finSent = u.finSent;
+    conn.finReceived = u.finReceived;
+    if (u.rst) await this.scheduleClose(conn, 'rst');
+    else if (u.finSent && u.finReceived) await this.scheduleClose(conn, 'fin');
   }
 
   /**
@@ -425,6 +467,7 @@ export class ConnectionTracker {
       });
     }
     for (const [id, { until }] of this.ignored) if (until < now) this.ignored.delete(id);
+    for (const [id, u] of this.unresolved) if (now - u.ev.time > IGNORE_TTL_MS) this.unresolved.delete(id);
     if (reclaim.length) diag.info('garbage collected', { why, reclaimed: reclaim.length, dead_processes: dead.length });
   }
 

@@ -56,7 +56,7 @@ function setup(owner: (key: ConnKey) => number | undefined, opts: { reused?: boo
     capacity: 100,
     ifaceFor: () => 'eth0',
   });
-  return { tracker, records, engine };
+  return { tracker, records, engine, resolver };
 }
 
 const key = (localPort: number): ConnKey => ({ family: 4, localAddr: '10.0.0.1', localPort, remoteAddr: '10.0.0.2', remotePort: 80 });
@@ -155,5 +155,20 @@ describe('connection events to records', () => {
     await tracker.finish(tracker.table.all(), 'job-end');
     expect(records).toHaveLength(1);
     expect(records[0]).toMatchObject({ reason: 'job-end', counts, partial: false });
+  });
+
+  it('logs a connection unresolved at its SYN once a late eBPF event names a profiled process', async () => {
+    const { tracker, records, resolver } = setup(() => undefined);
+    tracker.onEvent(ev('syn', 3200, true));
+    tracker.onEvent(ev('fin', 3200, true));
+    tracker.onEvent(ev('fin', 3200, false));
+    await settle(tracker);
+    expect(records).toEqual([]);
+    expect(tracker.stats.unresolved).toBe(1);
+    resolver.emit('refined', key(3200), { pid: kid.pid, source: 'ebpf-connect', exact: true });
+    await settle(tracker);
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({ reason: 'fin', pid: kid.pid, attribution: 'ebpf-connect-late', partial: false });
+    expect(tracker.stats.resolvedLate).toBe(1);
   });
 });
