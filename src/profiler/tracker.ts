@@ -34,6 +34,8 @@ const GC_MIN_AGE_MS = 2_000;
 /** How long a connection that belongs to nobody we profile is remembered, so its FIN and RST
  * are dropped without another lookup. */
 const IGNORE_TTL_MS = 30_000;
+/** Least time between two collections forced by RULES_THRESHOLD. */
+const THRESHOLD_GC_PAUSE_MS = 1_000;
 /** Unresolved connections remembered for a late attribution (the resolver watches 30 s). */
 const UNRESOLVED_MAX = 10_000;
 
@@ -80,6 +82,8 @@ export class ConnectionTracker {
   private readonly ends: Batcher<ConnKey, Counts | undefined> | undefined;
   private readonly discards: Batcher<ConnKey, undefined> | undefined;
   private gcRunning: Promise<void> | undefined;
+  private lastGcEnd = 0;
+  private readonly liveCache = new Map<number, { at: number; info: ReturnType<typeof readProcess> }>();
   private refreshing: { at: number; done: Promise<void> } | undefined;
   readonly stats: TrackerStats = {
     events: { syn: 0, 'syn-ack': 0, fin: 0, rst: 0 },
@@ -241,14 +245,11 @@ export class ConnectionTracker {
 
   private async beginCounting(conn: TrackedConnection): Promise<BeginOutcome> {
     if (!this.begins || !this.parts.engine) return 'no-room';
-    if (this.parts.engine.size() >= this.parts.capacity) await this.gc('threshold');
+    if (this.parts.engine.size() >= this.parts.capacity) await this.thresholdGc();
     try {
       const item: BeginItem = { key: conn.key, owner: { job: conn.job, pid: conn.pid }, seenOpening: conn.start !== undefined };
       let outcome = await this.begins.push(item);
-      if (outcome === 'no-room') {
-        await this.gc('threshold');
-        outcome = await this.begins.push(item);
-      }
+      if (outcome === 'no-room' && (await this.thresholdGc())) outcome = await this.begins.push(item);
       if (outcome === 'no-room') {
         this.stats.noRoom += 1;
         diag.warn('connection not counted: RULES_THRESHOLD reached', { job: conn.job, pid: conn.pid, key: conn.id, threshold: this.parts.capacity });
@@ -275,7 +276,7 @@ export class ConnectionTracker {
     if (known) {
       // The pid may have been reused since: only the registered process itself counts. One that
       // has already exited keeps its connections (it may connect and exit at once).
-      const live = readProcess(pid);
+      const live = this.liveProcess(pid);
       if (!live) this.stats.ownerExitedFirst += 1;
       else if (live.startTicks !== known.startTicks && known.startTicks >= 0) {
         this.stats.pidReused += 1;
@@ -296,6 +297,18 @@ export class ConnectionTracker {
     const added = registry.add(rootProc.job, info, rec?.parent ?? root);
     this.stats.childrenAdded += 1;
     return added.process;
+  }
+
+  /** /proc's view of a pid, read at most once a second per pid: a registered process making
+   * thousands of connections would otherwise cost two file reads each. */
+  private liveProcess(pid: number): ReturnType<typeof readProcess> {
+    const now = Date.now();
+    const cached = this.liveCache.get(pid);
+    if (cached && now - cached.at < 1_000) return cached.info;
+    if (this.liveCache.size > 10_000) this.liveCache.clear();
+    const info = readProcess(pid);
+    this.liveCache.set(pid, { at: now, info });
+    return info;
   }
 
   /** A late eBPF event: a more exact owner for a tracked connection, or the owner of one that
@@ -437,8 +450,21 @@ export class ConnectionTracker {
    * datapath counters nobody claimed.
    */
   gc(why: 'threshold' | 'periodic'): Promise<void> {
-    this.gcRunning ??= this.collect(why).finally(() => (this.gcRunning = undefined));
+    this.gcRunning ??= this.collect(why).finally(() => {
+      this.gcRunning = undefined;
+      this.lastGcEnd = Date.now();
+    });
     return this.gcRunning;
+  }
+
+  /** At the threshold, collect — but at most once a second: a collection that freed nothing
+   * must not be repeated for every new connection, each waiting for it (the queue of closes
+   * would then grow, and with it the number counted: a spiral the benchmark hit). Returns
+   * whether one ran. */
+  private async thresholdGc(): Promise<boolean> {
+    if (!this.gcRunning && Date.now() - this.lastGcEnd < THRESHOLD_GC_PAUSE_MS) return false;
+    await this.gc('threshold');
+    return true;
   }
 
   private async collect(why: string): Promise<void> {
