@@ -334,7 +334,7 @@ async function churnRun({ tag, engine, rate, total, withDaemon = true, oracle = 
     res.cpu_s_per_10k = round3((c.cpu_s / data.rows.length) * 10000);
     res.cpu_core = round3(c.cpu_s / (res.all_logged_after_ms / 1000));
     const stats = await daemon.stats();
-    res.daemon_stats = { connections: stats.connections, resolver: stats.resolver, capture: stats.capture, log: stats.log, counters_installed: stats.counters_installed };
+    res.daemon_stats = { connections: stats.connections, engine_batches: stats.engine_batches, resolver: stats.resolver, capture: stats.capture, log: stats.log, counters_installed: stats.counters_installed };
     res.hwm_mb = Math.round(memMb(daemon.pid).hwm);
     // Match records to the client's connections (port numbers are unique within a run: a fresh
     // namespace, and 10,000 ports of 64,000).
