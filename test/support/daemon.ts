@@ -19,6 +19,26 @@ export interface RunningDaemon {
   kill(): Promise<void>;
 }
 
+/** Resolves when the daemon says it is ready; rejects, with what it said, if it exits or takes
+ * longer than 20 s. */
+export function daemonReady(child: ChildProcess, stderr: () => string): Promise<void> {
+  return new Promise<void>((res, rej) => {
+    const t = setTimeout(() => rej(new Error(`daemon not ready after 20 s:\n${stderr()}`)), 20_000);
+    const check = () => {
+      if (stderr().includes('netprof daemon ready')) {
+        clearTimeout(t);
+        child.stderr!.off('data', check);
+        res();
+      }
+    };
+    child.stderr!.on('data', check);
+    child.once('exit', (code) => {
+      clearTimeout(t);
+      rej(new Error(`daemon exited with ${code}:\n${stderr()}`));
+    });
+  });
+}
+
 let nextPort = 18000 + (process.pid % 1000);
 
 /** Starts `netprof daemon` inside the namespace and waits until it is ready. */
@@ -31,21 +51,7 @@ export async function startDaemon(ns: string, config: Record<string, string> = {
   const child = nsSpawn(ns, process.execPath, [CLI, 'daemon', '--config', join(dir, 'config.ini'), ...extraArgs, String(port)]);
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  await new Promise<void>((res, rej) => {
-    const t = setTimeout(() => rej(new Error(`daemon not ready after 20 s:\n${err}`)), 20_000);
-    const check = () => {
-      if (err.includes('netprof daemon ready')) {
-        clearTimeout(t);
-        child.stderr!.off('data', check);
-        res();
-      }
-    };
-    child.stderr!.on('data', check);
-    child.once('exit', (code) => {
-      clearTimeout(t);
-      rej(new Error(`daemon exited with ${code}:\n${err}`));
-    });
-  });
+  await daemonReady(child, () => err);
   return {
     ns,
     port,

@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createPair, exited, nsRun, nsSpawn, waitForListen, type Pair } from '../../support/netns.js';
 import { createTime } from '../../support/procs.js';
+import { daemonReady } from '../../support/daemon.js';
 
 export const PEER = resolve(__dirname, 'peer.py');
 const ENTRY = resolve(__dirname, 'run-daemon.mjs');
@@ -106,21 +107,7 @@ export class Daemon {
     const child = this.child;
     child.stdout!.resume();
     child.stderr!.on('data', (d: Buffer) => (this.err += d.toString()));
-    await new Promise<void>((res, rej) => {
-      const t = setTimeout(() => rej(new Error(`daemon not ready after 20 s:\n${this.err}`)), 20_000);
-      const check = () => {
-        if (this.err.includes('netprof daemon ready')) {
-          clearTimeout(t);
-          child.stderr!.off('data', check);
-          res();
-        }
-      };
-      child.stderr!.on('data', check);
-      child.once('exit', (code) => {
-        clearTimeout(t);
-        rej(new Error(`daemon exited with ${code}:\n${this.err}`));
-      });
-    });
+    await daemonReady(child, () => this.err);
     return this;
   }
 

@@ -256,7 +256,7 @@ describe('resolve with eBPF off (the /proc fallback)', () => {
       await waitForListen(pair.node.ns, 7400);
       await waitForListen(pair.node.ns, 7500);
       // Registered after the fact, as for a connection open before the daemon looked.
-      const sh = nsSpawn(pair.node.ns, 'sh', ['-c', 'python3 -u -c "$0" "$@"; echo done', CLIENT, pair.node.v6, 7400, 1, 0]);
+      const sh = nsSpawn(pair.node.ns, 'sh', ['-c', 'python3 -u -c "$0" "$@"; echo done', CLIENT, pair.node.v6, '7400', '1', '0']);
       children.push(sh);
       const [, port] = (await firstLine(server)).split(' ').map(Number);
       expect(await offLineage.addRoot(server.pid!)).toBe(true);

@@ -107,7 +107,7 @@ export function pcapStream(linkType: number, recs: Rec[], o: { le?: boolean; nan
   w16(g, 4, 6);
   w32(g, o.snaplen ?? 128, 16);
   w32(g, linkType, 20);
-  const parts = [g];
+  const parts: Buffer[] = [g];
   for (const r of recs) {
     const h = Buffer.alloc(16);
     w32(h, r.sec, 0);

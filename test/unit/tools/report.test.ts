@@ -101,7 +101,7 @@ describe('netprof report', () => {
       const r = rec({ job, pid: 1000 + (i % 7), localPort: 30000 + (i % 30000), remoteAddr: `10.1.${i % 4}.${i % 200}`, end: T0 + i * 10, counts: { bytesIn, bytesOut: i % 1000, packetsIn: 1, packetsOut: 1 } });
       const line = i % 3 === 0 ? toJsonl(r) : toTsv(r);
       size += line.length;
-      if (!w.write(line)) await new Promise((res) => w.once('drain', res));
+      if (!w.write(line)) await new Promise<void>((res) => w.once('drain', () => res()));
       const e = expected.get(job) ?? { bytesIn: 0, conns: 0 };
       e.bytesIn += bytesIn;
       e.conns += 1;
