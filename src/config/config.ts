@@ -63,6 +63,13 @@ function oneOf<T extends string>(...choices: T[]): Parser<T> {
   };
 }
 
+/** 'engine' (the default) is resolved once ENGINE is known; see loadConfig. */
+const threshold: Parser<number> = (v) => (v === 'engine' ? 0 : integer(1, 10_000_000, 'connections')(v));
+
+/** RULES_THRESHOLD's default per engine: the original's 1000 suits iptables, whose every rule
+ * is evaluated for every packet; an nftables set costs one lookup however large. */
+export const DEFAULT_THRESHOLD = { nftables: 10_000, iptables: 1_000 } as const;
+
 const boolean: Parser<boolean> = (v) => {
   // configparser's getboolean() words.
   const lower = v.toLowerCase();
@@ -133,7 +140,7 @@ export const KEYS: { [name: string]: KeySpec<keyof Config> } = {
   INTERFACE: { field: 'interfaces', default: 'lo', parse: interfaceList, doc: 'interfaces to watch, comma-separated; `any` for all' },
   MAX_BYTES: { field: 'maxBytes', default: '1048576', parse: integer(0, Number.MAX_SAFE_INTEGER, 'bytes'), doc: 'roll a log file before it reaches this size; 0 = never roll' },
   BACKUP_COUNT: { field: 'backupCount', default: '100', parse: integer(0, 100000, 'files'), doc: 'rolled files kept (.1 newest … .N); 0 = never roll' },
-  RULES_THRESHOLD: { field: 'rulesThreshold', default: '1000', parse: integer(1, 10_000_000, 'connections'), doc: 'most connections counted at once; at the threshold garbage collection runs' },
+  RULES_THRESHOLD: { field: 'rulesThreshold', default: 'engine', parse: threshold, doc: 'most connections counted at once; at the threshold garbage collection runs. Default: 10000 with nftables (a hash lookup per packet however many), 1000 with iptables (every rule costs every packet)' },
   ENGINE: { field: 'engine', default: 'nftables', parse: oneOf('nftables', 'iptables'), doc: 'counter engine' },
   LOG_DIR: { field: 'logDir', default: '.', parse: text, doc: 'directory of the connection logs, relative to the config file' },
   LOG_FORMAT: { field: 'logFormat', default: 'tsv', parse: oneOf('tsv', 'jsonl'), doc: "the original's two tab-separated lines, or one JSON object per connection" },
@@ -208,6 +215,7 @@ export function loadConfig(file: string, overrides: Override[] = [], opts: { fil
     }
   }
   const result = config as unknown as Config;
+  if (result.rulesThreshold === 0) result.rulesThreshold = DEFAULT_THRESHOLD[result.engine];
   result.logDir = resolve(dirname(path), result.logDir);
   if (result.socket !== undefined) {
     result.socket = resolve(dirname(path), result.socket);

@@ -34,11 +34,17 @@ describe('config.ini', () => {
   it('gives every key a default, so an empty or missing file works', () => {
     const c = loadConfig(file('[CONFIG]\n'));
     expect(c).toMatchObject({
-      interfaces: ['lo'], maxBytes: 1048576, backupCount: 100, rulesThreshold: 1000, engine: 'nftables',
+      interfaces: ['lo'], maxBytes: 1048576, backupCount: 100, rulesThreshold: 10000, engine: 'nftables',
       logFormat: 'tsv', listen: '127.0.0.1', port: 8080, followChildren: true, ebpf: 'auto', gcInterval: 10,
     });
     expect(loadConfig('/nonexistent/config.ini').engine).toBe('nftables');
     for (const spec of Object.values(KEYS)) expect(spec.doc.length).toBeGreaterThan(5);
+  });
+
+  it('defaults RULES_THRESHOLD by engine: 10000 for nftables, the original 1000 for iptables', () => {
+    expect(loadConfig(file('[CONFIG]\nENGINE = iptables\n')).rulesThreshold).toBe(1000);
+    expect(loadConfig(file('[CONFIG]\nENGINE = iptables\nRULES_THRESHOLD = 50\n')).rulesThreshold).toBe(50);
+    expect(loadConfig(file('[CONFIG]\n')).rulesThreshold).toBe(10000);
   });
 
   it('accepts configparser syntax: colon separator, lower-case keys, comments, several interfaces', () => {
