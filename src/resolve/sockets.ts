@@ -26,9 +26,9 @@ const OPEN_STATES = new Set<number>([
  * given processes' fds, never all of /proc.
  */
 export async function socketsOf(pids: Iterable<number>, netPid: number | 'self' = 'self', procRoot = '/proc'): Promise<OwnedSocket[]> {
-  const rows = await readTcpTables(netPid, procRoot);
+  const rows = await readTcpTables(netPid, procRoot, OPEN_STATES);
   const byInode = new Map<number, TcpRow>();
-  for (const r of rows) if (r.inode && OPEN_STATES.has(r.state)) byInode.set(r.inode, r);
+  for (const r of rows) if (r.inode) byInode.set(r.inode, r);
   const out: OwnedSocket[] = [];
   const seen = new Set<string>();
   for (const pid of pids) {
@@ -49,8 +49,8 @@ export async function socketsOf(pids: Iterable<number>, netPid: number | 'self' 
 
 /** Connection ids ("local|port|remote|port") of every socket that is still open in the namespace. */
 export async function openConnectionIds(netPid: number | 'self' = 'self', procRoot = '/proc'): Promise<Set<string>> {
-  const rows = await readTcpTables(netPid, procRoot);
+  const rows = await readTcpTables(netPid, procRoot, OPEN_STATES);
   const ids = new Set<string>();
-  for (const r of rows) if (OPEN_STATES.has(r.state)) ids.add(`${r.localAddr}|${r.localPort}|${r.remoteAddr}|${r.remotePort}`);
+  for (const r of rows) ids.add(`${r.localAddr}|${r.localPort}|${r.remoteAddr}|${r.remotePort}`);
   return ids;
 }
