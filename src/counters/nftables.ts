@@ -105,6 +105,9 @@ export class NftablesEngine implements CounterEngine {
     for (const chain of chains) {
       const r = await this.kernel.run('nft', ['-j', 'list', 'chain', 'inet', this.layout.table, chain]);
       if (r.code === 0) counts[chain] = (JSON.parse(r.stdout).nftables as Array<Record<string, unknown>>).filter((i) => i.rule).length;
+      // Only "no such table/chain" is damage: a listing that failed for another reason (a busy
+      // machine, a netlink hiccup) must not make us wipe and reinstall live counters.
+      else if (!/No such file or directory/.test(r.stderr)) counts[chain] = this.ruleCounts[chain];
     }
     return counts;
   }

@@ -59,6 +59,8 @@ export interface TrackerStats {
   resolvedLate: number;
   lateFound: number;
   noRoom: number;
+  /** Times the engine found its counters removed behind its back and reinstalled them. */
+  countersRestored: number;
   gcRuns: number;
   gcReclaimed: number;
   gcSwept: number;
@@ -83,6 +85,8 @@ export class ConnectionTracker {
   private readonly discards: Batcher<ConnKey, undefined> | undefined;
   private gcRunning: Promise<void> | undefined;
   private lastGcEnd = 0;
+  /** When the engine last had to reinstall its counters (someone flushed them). */
+  private countersRestartedAt = 0;
   private readonly liveCache = new Map<number, { at: number; info: ReturnType<typeof readProcess> }>();
   private refreshing: { at: number; done: Promise<void> } | undefined;
   readonly stats: TrackerStats = {
@@ -102,6 +106,7 @@ export class ConnectionTracker {
     resolvedLate: 0,
     lateFound: 0,
     noRoom: 0,
+    countersRestored: 0,
     gcRuns: 0,
     gcReclaimed: 0,
     gcSwept: 0,
@@ -238,7 +243,12 @@ export class ConnectionTracker {
     };
     this.table.add(conn);
     this.stats.opened += 1;
-    conn.begun = this.beginCounting(conn).then((outcome) => (conn.counting = outcome));
+    conn.begun = this.beginCounting(conn).then((outcome) => {
+      // Counters reinstalled after this connection opened and before its begin went through:
+      // what it sent before is gone with the flushed ones.
+      conn.counting = outcome === 'from-first-packet' && this.countersRestartedAt > (conn.start ?? 0) ? 'from-now' : outcome;
+      return conn.counting;
+    });
     await conn.begun;
     return conn;
   }
@@ -416,6 +426,8 @@ export class ConnectionTracker {
   /** After the engine reinstalled lost counters: those connections now miss what passed while
    * the counters were gone. Returns how many were flagged. */
   countingRestarted(keys: readonly ConnKey[]): number {
+    this.countersRestartedAt = Date.now();
+    this.stats.countersRestored += 1;
     let flagged = 0;
     for (const k of keys) {
       const c = this.table.get(k);
