@@ -160,7 +160,8 @@ export class ConnectionTracker {
           this.stats.tupleReused += 1;
           await this.finish([tracked], tracked.closing === 'rst' ? 'rst' : 'fin');
         } else {
-          this.stats.duplicateEvents += 1;
+          // A SYN-ACK confirms what the SYN opened; a second SYN is a retransmission.
+          if (ev.kind === 'syn') this.stats.duplicateEvents += 1;
           return;
         }
       } else if (this.isIgnored(id, ev.time)) {
