@@ -11,7 +11,7 @@ import { createCounterEngine, type CounterEngine } from './counters/index.js';
 import { Capture, LocalAddresses } from './capture/index.js';
 import { startResolve, type ResolveStack } from './resolve/index.js';
 import { interfaceChooser } from './profiler/interfaces.js';
-import { keyString } from './connection.js';
+import { claimNetworkNamespace } from './util/netns-claim.js';
 
 export interface DaemonOptions {
   configFile: string;
@@ -63,7 +63,16 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   // Before the kernel is touched: a second daemon started by mistake must fail here, not after
   // harvesting (and then removing) the first one's live counters.
   await checkListenable(config);
-  const parts = await startParts(config);
+  const claim = claimNetworkNamespace();
+  if ('heldBy' in claim) throw new StartupError(`another netprof daemon (pid ${claim.heldBy}) runs in this network namespace (${claim.path}); one per namespace`, 75);
+  process.once('exit', () => claim.release());
+  let parts: Parts;
+  try {
+    parts = await startParts(config);
+  } catch (e) {
+    claim.release();
+    throw e;
+  }
   const profiler = new Profiler({ config, log, ...parts, ifaceFor: interfaceChooser(config.interfaces, parts.local) });
   profiler.start(parts.recovered);
   let api: Listeners;

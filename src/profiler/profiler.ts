@@ -231,6 +231,9 @@ export class Profiler implements DaemonControl {
 
   /** Ends processes: logs their connections still open, then forgets them. */
   private async endProcesses(procs: ProfiledProcess[], reason: EndReason): Promise<number> {
+    // A process that connected just before it exited may still have its connection in the
+    // pipeline (its eBPF line not read yet): let what was captured before this call land.
+    await this.tracker.settle();
     const all = this.withChildren(procs);
     const conns = all.flatMap((p) => this.connections.ofPid(p.pid));
     await this.tracker.finish(conns, reason);

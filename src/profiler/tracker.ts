@@ -146,7 +146,13 @@ export class ConnectionTracker {
     return { begin: this.begins?.stats, end: this.ends?.stats, discard: this.discards?.stats };
   }
 
-  /** Resolves once every event received so far has been handled. */
+  /** Resolves once the events received before this call have been handled (later ones may go
+   * on): ending a process must first let its last connections reach the table. */
+  async settle(): Promise<void> {
+    await Promise.all([...this.chains.values()]);
+  }
+
+  /** Resolves once every event received so far has been handled, and those after it too. */
   async drain(): Promise<void> {
     while (this.chains.size > 0) await Promise.all([...this.chains.values()]);
   }

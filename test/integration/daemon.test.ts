@@ -75,6 +75,13 @@ describe('netprof daemon answers the original path API', () => {
     expect(jobs.jobs).toHaveLength(1);
   });
 
+  it('refuses a second daemon in the same network namespace, before touching anything', async () => {
+    const second = startDaemon(ns);
+    await expect(second).rejects.toThrow(/another netprof daemon \(pid \d+\) runs in this network namespace/);
+    const jobs = JSON.parse((await daemon.curl('/v1/jobs')).body);
+    expect(jobs.jobs).toHaveLength(1); // the first one is untouched
+  });
+
   it('answers /shutdown, then exits 0', async () => {
     expect(await daemon.curl('/shutdown')).toEqual({ status: 200, body: '0' });
     expect(await exited(daemon.child)).toBe(0);

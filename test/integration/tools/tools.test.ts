@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createPair, nsSpawn, waitForListen, type Pair } from '../../support/netns.js';
+import { createPair, exited, nsSpawn, waitForListen, type Pair } from '../../support/netns.js';
 import { CLI, startDaemon, type RunningDaemon } from '../../support/daemon.js';
 import { run } from '../../../src/util/exec.js';
 
@@ -21,6 +21,11 @@ function cli(args: string[], env: Record<string, string> = {}, timeoutMs = 30_00
   return run('ip', ['netns', 'exec', pair.node.ns, 'env', ...e, process.execPath, CLI, ...args], { timeout: timeoutMs });
 }
 const d = () => ['--daemon', `http://127.0.0.1:${daemon.port}`];
+
+async function shutdown(d: RunningDaemon): Promise<void> {
+  await d.curl('/shutdown');
+  await exited(d.child);
+}
 
 beforeAll(async () => {
   pair = await createPair('tools');
@@ -126,6 +131,8 @@ describe('netprof run', () => {
   });
 
   it('with FOLLOW_CHILDREN = no the command itself is still covered (it is the registered pid)', async () => {
+    // One daemon per network namespace: the shared one stops while this one runs.
+    await shutdown(daemon);
     const d2 = await startDaemon(pair.node.ns, { INTERFACE: 'veth0', FOLLOW_CHILDREN: 'no', LOG_FORMAT: 'jsonl' });
     try {
       const r = await cli(['run', '--job', 'nofollow', '--daemon', `http://127.0.0.1:${d2.port}`, '--log', d2.logDir, '--', 'curl', '-sS', '-o', '/dev/null', url]);
@@ -135,7 +142,8 @@ describe('netprof run', () => {
       // --log read the jsonl record: the connection line has exact figures, not "≥" live ones.
       expect(r.stderr).toMatch(new RegExp(`:8000 +${bytesIn} +\\d+\\n`));
     } finally {
-      await d2.kill();
+      await shutdown(d2);
+      daemon = await startDaemon(pair.node.ns, { INTERFACE: 'veth0' });
     }
   });
 });
