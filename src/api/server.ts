@@ -45,7 +45,12 @@ async function dispatch(req: IncomingMessage, res: ServerResponse, control: Daem
     // path changes state; elsewhere, anything but a read does.
     const pathToken = compat ? extractPathToken(segments) : undefined;
     authorize(req, policy, compat || !['GET', 'HEAD'].includes(req.method ?? 'GET'), pathToken);
-    if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) throw new RequestError(413, `request body over ${MAX_BODY_BYTES} bytes`);
+    if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) {
+      // Read and drop the body rather than close on it: a client still writing would get a reset
+      // instead of the answer. requestTimeout bounds how long that can take.
+      req.resume();
+      throw new RequestError(413, `request body over ${MAX_BODY_BYTES} bytes`);
+    }
     if (compat) return await handleCompat(req, res, segments, control);
     if (segments[0] === 'v1') return await handleV1(req, res, segments, control);
     if (segments[0] === 'metrics' && segments.length === 1) return await handleMetrics(req, res, control);
@@ -64,7 +69,6 @@ function isCompatUrl(url = '/'): boolean {
 function sendError(res: ServerResponse, e: RequestError, compat: boolean): void {
   const extra: Record<string, string> = 'allow' in e ? { Allow: String((e as { allow: string }).allow) } : {};
   if (e instanceof AuthError) extra['WWW-Authenticate'] = e.wwwAuthenticate;
-  if (e.status === 413) extra.Connection = 'close';
   if (compat) send(res, e.status, `1\n${e.message}\n`, 'text/plain; charset=utf-8', extra);
   else sendJson(res, e.status, { error: { status: e.status, message: e.message } }, extra);
 }

@@ -5,9 +5,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import type { ConnKey, Family } from '../../../src/connection.js';
-import type { Counts } from '../../../src/counters/engine.js';
+import type { CounterEngine, Counts } from '../../../src/counters/engine.js';
 import { run } from '../../../src/util/exec.js';
 import { exited, nsRun, nsSpawn, waitForListen, type Pair } from '../../support/netns.js';
+import { oracleCounts, oracleFlows } from '../../support/oracle.js';
 
 /** Shared traffic scenarios for both engines' integration tests. */
 
@@ -178,4 +179,29 @@ export async function startDriver(bundle: string, args: string[]): Promise<{ chi
     'driver did not begin',
   );
   return { child, outcome };
+}
+
+/**
+ * A process that began counting one connection, then was killed -9 before it could end or stop:
+ * a fresh engine of the same kind harvests that connection once, with its owner and exact counts
+ * (begun before the SYN), then removes it.
+ */
+export async function expectHarvestAfterKill(pair: Pair, kind: 'nftables' | 'iptables', name: string, job: string, fresh: CounterEngine): Promise<void> {
+  const key: ConnKey = { family: 4, localAddr: pair.node.v4, localPort: 40011, remoteAddr: pair.remote.v4, remotePort: 5011 };
+  const driver = await startDriver(DRIVER, [kind, pair.node.ns, name, JSON.stringify(key), JSON.stringify({ pid: 99, job })]);
+  try {
+    expect(driver.outcome).toBe('["from-now"]');
+    await runCase(pair, { family: 4, node: 'client', port: 5011, clientPort: 40011, clientSend: 250_000, serverSend: 150_000 });
+    driver.child.kill('SIGKILL');
+    await exited(driver.child);
+    const harvested = await fresh.start();
+    expect(harvested).toHaveLength(1);
+    expect(harvested[0]!.owner).toEqual({ pid: 99, job });
+    expect(harvested[0]!.key).toMatchObject({ localPort: 40011, remotePort: 5011 });
+    expectExact(harvested[0]!.counts, oracleCounts(await oracleFlows(pair.node.ns), key), 250_000, 150_000);
+    expect(await fresh.start()).toEqual([]); // harvested once, then removed
+  } finally {
+    driver.child.kill('SIGKILL');
+    await fresh.stop();
+  }
 }

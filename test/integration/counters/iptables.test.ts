@@ -6,7 +6,7 @@ import type { ConnKey } from '../../../src/connection.js';
 import { IptablesEngine } from '../../../src/counters/iptables.js';
 import { createPair, exited, nsRun, type Pair } from '../../support/netns.js';
 import { oracleCounts, oracleFlows, startOracle } from '../../support/oracle.js';
-import { DRIVER, expectExact, expectFromNow, HOSTILE_JOBS, runCase, runMany, startDriver } from './harness.js';
+import { expectHarvestAfterKill, expectExact, expectFromNow, HOSTILE_JOBS, runCase, runMany, startDriver } from './harness.js';
 
 const owner = { pid: 4242, job: 'job-1' };
 
@@ -113,27 +113,7 @@ describe('iptables engine, real traffic against conntrack', () => {
     expect((await engine.list()).map((x) => x.owner!.job).sort()).toEqual([...HOSTILE_JOBS].sort());
     await engine.end(keys);
 
-    const bundle = DRIVER;
-    const job = HOSTILE_JOBS[2]!;
-    const key: ConnKey = { family: 4, localAddr: pair.node.v4, localPort: 40011, remoteAddr: pair.remote.v4, remotePort: 5011 };
-    const driver = await startDriver(bundle, ['iptables', pair.node.ns, 'CRASHED', JSON.stringify(key), JSON.stringify({ pid: 99, job })]);
-    const again = new IptablesEngine({ capacity: 10, netns: pair.node.ns, chainPrefix: 'CRASHED' });
-    try {
-      expect(driver.outcome).toBe('["from-now"]');
-      await runCase(pair, { family: 4, node: 'client', port: 5011, clientPort: 40011, clientSend: 250_000, serverSend: 150_000 });
-      driver.child.kill('SIGKILL');
-      await exited(driver.child);
-      const harvested = await again.start();
-      expect(harvested).toHaveLength(1);
-      expect(harvested[0]!.owner).toEqual({ pid: 99, job });
-      expect(harvested[0]!.key).toMatchObject({ localPort: 40011, remotePort: 5011 });
-      // Installed before the SYN: exact.
-      expectExact(harvested[0]!.counts, oracleCounts(await oracleFlows(pair.node.ns), key), 250_000, 150_000);
-      expect(await again.start()).toEqual([]);
-    } finally {
-      driver.child.kill('SIGKILL');
-      await again.stop();
-    }
+    await expectHarvestAfterKill(pair, 'iptables', 'CRASHED', HOSTILE_JOBS[2]!, new IptablesEngine({ capacity: 10, netns: pair.node.ns, chainPrefix: 'CRASHED' }));
   });
 
   it('stop() removes its chains and jumps and leaves foreign rules exactly as they were', async () => {

@@ -6,7 +6,7 @@ import type { ConnKey } from '../../../src/connection.js';
 import { NftablesEngine } from '../../../src/counters/nftables.js';
 import { createPair, exited, nsRun, type Pair } from '../../support/netns.js';
 import { oracleCounts, oracleFlows, startOracle } from '../../support/oracle.js';
-import { DRIVER, expectExact, HOSTILE_JOBS, runCase, runMany, startDriver } from './harness.js';
+import { expectHarvestAfterKill, expectExact, HOSTILE_JOBS, runCase, runMany, startDriver } from './harness.js';
 
 const owner = { pid: 4242, job: 'job-1' };
 const FOREIGN = `table inet foreign {
@@ -172,27 +172,7 @@ describe('nftables engine, real traffic against conntrack', () => {
     await engine.end(keys);
 
     // A process that began counting, then was killed -9 before it could end or stop.
-    const bundle = DRIVER;
-    const job = HOSTILE_JOBS[1]!;
-    const key: ConnKey = { family: 4, localAddr: pair.node.v4, localPort: 40011, remoteAddr: pair.remote.v4, remotePort: 5011 };
-    const driver = await startDriver(bundle, ['nftables', pair.node.ns, 'crashed', JSON.stringify(key), JSON.stringify({ pid: 99, job })]);
-    const again = new NftablesEngine({ capacity: 10, interfaces: ['lo', 'veth0'], netns: pair.node.ns, table: 'crashed' });
-    try {
-      // Begun before its SYN: the SYN resets both elements, so it still counts from the first packet.
-      expect(driver.outcome).toBe('["from-now"]');
-      await runCase(pair, { family: 4, node: 'client', port: 5011, clientPort: 40011, clientSend: 250_000, serverSend: 150_000 });
-      driver.child.kill('SIGKILL');
-      await exited(driver.child);
-      const harvested = await again.start();
-      expect(harvested).toHaveLength(1);
-      expect(harvested[0]!.owner).toEqual({ pid: 99, job });
-      expect(harvested[0]!.key).toMatchObject({ localPort: 40011, remotePort: 5011 });
-      expectExact(harvested[0]!.counts, oracleCounts(await oracleFlows(pair.node.ns), key), 250_000, 150_000);
-      expect(await again.start()).toEqual([]); // harvested once, then removed
-    } finally {
-      driver.child.kill('SIGKILL');
-      await again.stop();
-    }
+    await expectHarvestAfterKill(pair, 'nftables', 'crashed', HOSTILE_JOBS[1]!, new NftablesEngine({ capacity: 10, interfaces: ['lo', 'veth0'], netns: pair.node.ns, table: 'crashed' }));
   });
 
   it('stop() removes its table and leaves a foreign table exactly as it was', async () => {

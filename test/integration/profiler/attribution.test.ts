@@ -51,8 +51,13 @@ describe('attribution of 1,000 short connections through the daemon', () => {
 
   it('with eBPF off: the /proc fallback reports what it could not resolve as unresolved', async () => {
     const w = await run('off');
-    await new Promise((r) => setTimeout(r, 1500));
-    const stats = JSON.parse((await w.daemon.curl('/v1/stats')).body);
+    // /proc lookups of 1,000 connections take a while on a loaded machine: wait until each SYN
+    // has an answer (a record or an unresolved count), for up to 20 s.
+    let stats = JSON.parse((await w.daemon.curl('/v1/stats')).body);
+    for (let i = 0; i < 100 && w.records().length + stats.connections.unresolved < 1000; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      stats = JSON.parse((await w.daemon.curl('/v1/stats')).body);
+    }
     expect(stats.ebpf.state).toBe('off');
     const recs = w.records();
     const resolved = recs.length;
