@@ -9,17 +9,13 @@ export const MAX_BODY_BYTES = 64 * 1024;
 export function readBody(req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? 0);
-    if (declared > MAX_BODY_BYTES) {
-      req.resume(); // dropped, not refused mid-write: the client then reads the answer
-      return reject(new RequestError(413, `request body over ${MAX_BODY_BYTES} bytes`));
-    }
+    if (declared > MAX_BODY_BYTES) return reject(new RequestError(413, `request body over ${MAX_BODY_BYTES} bytes`));
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > MAX_BODY_BYTES) {
         req.removeAllListeners('data');
-        req.resume();
         reject(new RequestError(413, `request body over ${MAX_BODY_BYTES} bytes`));
       } else chunks.push(c);
     });

@@ -45,20 +45,28 @@ async function dispatch(req: IncomingMessage, res: ServerResponse, control: Daem
     // path changes state; elsewhere, anything but a read does.
     const pathToken = compat ? extractPathToken(segments) : undefined;
     authorize(req, policy, compat || !['GET', 'HEAD'].includes(req.method ?? 'GET'), pathToken);
-    if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) {
-      // Read and drop the body rather than close on it: a client still writing would get a reset
-      // instead of the answer. requestTimeout bounds how long that can take.
-      req.resume();
-      throw new RequestError(413, `request body over ${MAX_BODY_BYTES} bytes`);
-    }
+    if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) throw new RequestError(413, `request body over ${MAX_BODY_BYTES} bytes`);
     if (compat) return await handleCompat(req, res, segments, control);
     if (segments[0] === 'v1') return await handleV1(req, res, segments, control);
     if (segments[0] === 'metrics' && segments.length === 1) return await handleMetrics(req, res, control);
     throw new RequestError(404, 'no such path; see /v1/health, /v1/jobs, or the original /startprofile/… paths');
   } catch (e) {
     if (!(e instanceof RequestError)) throw e;
+    if (e.status === 413) await drop(req);
     sendError(res, e, compat);
   }
+}
+
+/** Reads and drops the rest of a refused body before answering: closing on a client that is still
+ * writing resets the connection, and it never reads the answer. Bounded at 2 s. */
+function drop(req: IncomingMessage): Promise<void> {
+  if (req.complete) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, 2_000);
+    req.on('end', () => (clearTimeout(t), resolve()));
+    req.on('error', () => (clearTimeout(t), resolve()));
+    req.resume();
+  });
 }
 
 function isCompatUrl(url = '/'): boolean {
