@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -11,6 +11,7 @@ export function claimNetworkNamespace(dir = '/run/netprof'): { release(): void }
   const ns = statSync('/proc/self/ns/net').ino;
   mkdirSync(dir, { recursive: true, mode: 0o755 });
   const path = join(dir, `netns-${ns}.pid`);
+  pruneStale(dir);
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       writeFileSync(path, `${process.pid}\n`, { flag: 'wx', mode: 0o644 });
@@ -23,6 +24,18 @@ export function claimNetworkNamespace(dir = '/run/netprof'): { release(): void }
     rmSync(path, { force: true });
   }
   throw new Error(`cannot claim ${path}`);
+}
+
+/** Claims of daemons that died without releasing them (kill -9) are removed. */
+function pruneStale(dir: string): void {
+  for (const name of readdirSync(dir)) {
+    const m = /^netns-(\d+)\.pid$/.exec(name);
+    if (!m) continue;
+    const file = join(dir, name);
+    if (Date.now() - statSync(file).mtimeMs < 5_000) continue; // maybe being written right now
+    const pid = Number(readFileSync(file, 'utf8').trim());
+    if (!(pid > 0 && sameNamespace(pid, Number(m[1])))) rmSync(file, { force: true });
+  }
 }
 
 function sameNamespace(pid: number, ns: number): boolean {
