@@ -32,9 +32,13 @@ function pruneStale(dir: string): void {
     const m = /^netns-(\d+)\.pid$/.exec(name);
     if (!m) continue;
     const file = join(dir, name);
-    if (Date.now() - statSync(file).mtimeMs < 5_000) continue; // maybe being written right now
-    const pid = Number(readFileSync(file, 'utf8').trim());
-    if (!(pid > 0 && sameNamespace(pid, Number(m[1])))) rmSync(file, { force: true });
+    try {
+      if (Date.now() - statSync(file).mtimeMs < 5_000) continue; // maybe being written right now
+      const pid = Number(readFileSync(file, 'utf8').trim());
+      if (!(pid > 0 && sameNamespace(pid, Number(m[1])))) rmSync(file, { force: true });
+    } catch {
+      /* another daemon pruned it first */
+    }
   }
 }
 
