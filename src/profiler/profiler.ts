@@ -122,7 +122,8 @@ export class Profiler implements DaemonControl {
   /** Connections opened while capture was down: found from the socket tables. */
   private async afterGap(gap: CaptureGap): Promise<void> {
     diag.warn('capture gap: rescanning the sockets of profiled processes', { iface: gap.iface, reason: gap.reason, gap_ms: gap.end - gap.start });
-    await this.tracker.adoptOpenConnections(this.registry.processes());
+    const lineage = this.parts.resolve?.lineage;
+    await this.tracker.adoptOpenConnections(lineage ? lineage.live() : this.registry.processes().map((p) => p.pid));
   }
 
   private logRecovered(r: Installed): void {
@@ -196,17 +197,8 @@ export class Profiler implements DaemonControl {
   /** Late registration: the process (and its children) may have connected already. */
   private async adopt(proc: ProfiledProcess): Promise<void> {
     const lineage = this.parts.resolve?.lineage;
-    if (!lineage) return void (await this.tracker.adoptOpenConnections([proc]));
-    await lineage.addRoot(proc.pid);
-    const family = [proc];
-    if (this.parts.config.followChildren) {
-      for (const pid of lineage.live()) {
-        if (pid !== proc.pid && lineage.rootOf(pid) === proc.pid && !this.registry.process(pid)) {
-          const child = this.registry.add(proc.job, this.registry.verify({ pid }), lineage.lookup(pid)?.parent ?? proc.pid);
-          family.push(child.process);
-        }
-      }
-    }
+    await lineage?.addRoot(proc.pid);
+    const family = lineage ? [...lineage.live()].filter((pid) => lineage.rootOf(pid) === proc.pid) : [proc.pid];
     await this.tracker.adoptOpenConnections(family);
   }
 
@@ -223,10 +215,6 @@ export class Profiler implements DaemonControl {
     const logged = await this.tracker.finishAll('shutdown');
     await this.endProcesses(this.registry.processes(), 'shutdown');
     return logged;
-  }
-
-  get isStopping(): boolean {
-    return this.stopping;
   }
 
   /** Ends processes: logs their connections still open, then forgets them. */

@@ -365,17 +365,17 @@ export class ConnectionTracker {
    * process connected before the scheduler told us) and capture gaps. Counted from their first
    * packet when the datapath already holds them, else from now (partial).
    */
-  async adoptOpenConnections(procs: ProfiledProcess[]): Promise<number> {
-    if (procs.length === 0) return 0;
-    const byPid = new Map(procs.map((p) => [p.pid, p]));
-    const found = await socketsOf(byPid.keys()).catch((e: Error) => {
+  async adoptOpenConnections(pids: Iterable<number>): Promise<number> {
+    const found = await socketsOf(pids).catch((e: Error) => {
       diag.warn('cannot read the socket tables', { error: e.message });
       return [];
     });
     let adopted = 0;
     for (const s of found) {
       if (this.table.get(s.key) || this.chains.has(keyString(s.key))) continue;
-      const proc = byPid.get(s.pid)!;
+      // A registered process, or (FOLLOW_CHILDREN) a descendant, which joins its ancestor's job.
+      const proc = this.profiledProcess(s.pid);
+      if (!proc) continue;
       this.stats.lateFound += 1;
       adopted += 1;
       await this.track({ key: s.key, iface: this.parts.ifaceFor(s.key), proc, openedBy: 'unknown', attribution: 'procfs' });

@@ -50,6 +50,25 @@ describe('connections that outlive the profile', () => {
     await w.expectOracleMatch([r!]);
   });
 
+  it('counts a child’s connection already open when its parent is registered, under the child’s pid', async () => {
+    const port = nextPort++;
+    w.spawn(w.remote.ns, 'nc', ['-l', w.remote.v4, String(port)]);
+    await waitForListen(w.remote.ns, port);
+    // nc is the shell's child and reads the shell's stdin: the connection lives until it ends.
+    const sh = w.spawn(w.node.ns, 'sh', ['-c', `nc -N ${w.remote.v4} ${port}; true`]);
+    await waitForEstablished(port);
+    await send(sh, 15_000);
+    await settle();
+    await w.register('latechild.0', sh.pid!);
+    sh.stdin!.end();
+    await exited(sh);
+    const [r] = await w.waitForRecords(1, (x) => x.job === 'latechild.0');
+    expect(r).toMatchObject({ remote_port: port, end_reason: 'fin', attribution: 'procfs', partial: false });
+    expect(r!.pid).not.toBe(sh.pid);
+    expect(r!.bytes_out).toBeGreaterThan(15_000);
+    await w.expectOracleMatch([r!]);
+  });
+
   it('logs the open connections of a process at EndProcessProfile, and nothing of it afterwards', async () => {
     const { client, port } = await openConnection();
     await w.register('endp.0', client.pid!);
