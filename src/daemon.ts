@@ -137,6 +137,8 @@ async function startParts(config: Config): Promise<Parts> {
     diag.warn('eBPF attribution unavailable: using /proc only', { state: resolve.tracerStatus.state, reason: resolve.tracerStatus.reason });
   }
   const local = LocalAddresses.fromSystem();
+  // Addresses come and go (DHCP, IPv6 temporary addresses): which end is local must follow.
+  setInterval(() => local.refreshFromSystem(), 5_000).unref();
   const capture = new Capture({ interfaces: config.interfaces, local });
   capture.on('warning', (w) => diag.warn('capture', { warning: w }));
   capture.on('down', (d) => diag.error('capture stopped; restarting', { iface: d.iface, reason: d.reason }));

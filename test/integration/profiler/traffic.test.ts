@@ -78,6 +78,17 @@ c.close()`]);
     await w.expectOracleMatch(recs);
   });
 
+  it('follows an address added after start: a connection from it is still seen as local', async () => {
+    const added = w.node.v4.replace(/\.1$/, '.11');
+    expect((await nsRun(w.node.ns, 'ip', ['addr', 'add', `${added}/24`, 'dev', 'veth0'])).code).toBe(0);
+    await new Promise((r) => setTimeout(r, 6_000)); // the daemon rereads its addresses every 5 s
+    const { done } = await w.registeredShell('newaddr.0', `curl -s -o /dev/null --interface ${added} http://${w.remote.v4}:8000/small`);
+    expect(await done).toBe(0);
+    const [r] = await w.waitForRecords(1, (x) => x.job === 'newaddr.0');
+    expect(r).toMatchObject({ local_addr: added, opened_by: 'local', remote_port: 8000, end_reason: 'fin' });
+    await w.expectOracleMatch([r!]);
+  });
+
   it('never logs connections of processes nobody registered', async () => {
     const before = w.records().length;
     for (let i = 0; i < 5; i++) {
@@ -88,7 +99,7 @@ c.close()`]);
     await new Promise((r) => setTimeout(r, 500));
     const after = w.records();
     expect(after.length).toBe(before);
-    expect(new Set(after.map((r) => r.job))).toEqual(new Set(['dl.0', 'srv.0', 'half.0', 'churn.0']));
+    expect(new Set(after.map((r) => r.job))).toEqual(new Set(['dl.0', 'srv.0', 'half.0', 'churn.0', 'newaddr.0']));
     const stats = JSON.parse((await w.daemon.curl('/v1/stats')).body);
     expect(stats.connections.notProfiled).toBeGreaterThanOrEqual(5);
   });
