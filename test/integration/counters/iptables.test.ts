@@ -58,8 +58,8 @@ describe('iptables engine, real traffic against conntrack', () => {
   it('misses what a client sends at once after connect, and a server at once after accept — no more', async () => {
     const { keys: ck } = await runCase(pair, { family: 4, node: 'client', port: 5002, clientPort: 40002, clientEarly: 20_000, serverSend: 1000, established: begin });
     const { keys: sk } = await runCase(pair, { family: 4, node: 'server', port: 5003, clientPort: 40003, serverEarly: 30_000, clientSend: 10, serverSend: 500, established: begin });
-    const flows = await oracleFlows(pair.node.ns);
     const [c, s] = await engine.end([...ck, ...sk]);
+    const flows = await oracleFlows(pair.node.ns); // after the engine's read: conntrack's counts only grow
     expectFromNow(c, oracleCounts(flows, ck[0]!), { out: 0, in: 1000, earlyOut: 20_000, earlyIn: 0 });
     expectFromNow(s, oracleCounts(flows, sk[0]!), { out: 500, in: 10, earlyOut: 30_000, earlyIn: 0 });
   });
@@ -78,8 +78,8 @@ describe('iptables engine, real traffic against conntrack', () => {
 
   it('counts a loopback connection once per direction', async () => {
     const { keys } = await runCase(pair, { family: 4, node: 'loopback', port: 5006, clientPort: 40006, clientSend: 400_000, serverSend: 600_000, established: begin });
-    const flows = await oracleFlows(pair.node.ns);
     const [client, server] = await engine.end(keys);
+    const flows = await oracleFlows(pair.node.ns); // after the engine's read: conntrack's counts only grow
     expectFromNow(client, oracleCounts(flows, keys[0]!), { out: 400_000, in: 600_000, earlyOut: 0, earlyIn: 0 });
     expectFromNow(server, oracleCounts(flows, keys[1]!), { out: 600_000, in: 400_000, earlyOut: 0, earlyIn: 0 });
   });

@@ -71,8 +71,8 @@ describe('nftables engine, real traffic against conntrack', () => {
     await beginRead(ck); // after the close: the datapath already counted everything
     const { keys: sk } = await runCase(pair, { family: 4, node: 'server', port: 5003, clientPort: 40003, serverEarly: 300_000, clientSend: 10 });
     await beginRead(sk);
-    const flows = await oracleFlows(pair.node.ns);
     const [c, s] = await engine.end([...ck, ...sk]);
+    const flows = await oracleFlows(pair.node.ns); // after the engine's read: conntrack's counts only grow
     expectExact(c, oracleCounts(flows, ck[0]!), 200_000, 1000);
     expectExact(s, oracleCounts(flows, sk[0]!), 300_000, 10);
   });
@@ -94,10 +94,10 @@ describe('nftables engine, real traffic against conntrack', () => {
     it(`counts a loopback connection once per direction${ownAddress ? ' (to the host’s own address, routed via lo)' : ''}`, async () => {
       const port = ownAddress ? 5007 : 5006;
       const { keys } = await runCase(pair, { family: 4, node: 'loopback', ownAddress, port, clientPort: 40000 + port, clientSend: 400_000, serverSend: 600_000, established: beginRead });
-      const flows = await oracleFlows(pair.node.ns);
       // Ending one end must not stop the other end's counting.
       const [client] = await engine.end([keys[0]!]);
       const [server] = await engine.end([keys[1]!]);
+      const flows = await oracleFlows(pair.node.ns); // after the engine's read: conntrack's counts only grow
       expectExact(client, oracleCounts(flows, keys[0]!), 400_000, 600_000);
       expectExact(server, oracleCounts(flows, keys[1]!), 600_000, 400_000);
       expect(await flowsCount()).toBe(0);
