@@ -2,6 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, runOk, type RunResult } from '../util/exec.js';
+import { NftSession } from './nft-session.js';
 
 /**
  * How an engine reaches the kernel's tools: argument arrays (no shell), optionally inside a
@@ -11,8 +12,20 @@ import { run, runOk, type RunResult } from '../util/exec.js';
  */
 export class Kernel {
   private tail: Promise<unknown> = Promise.resolve();
+  private session: NftSession | undefined;
 
   constructor(private readonly netns?: string) {}
+
+  /** One nft command line in the long-lived session (started on first use). */
+  nft(line: string): Promise<RunResult> {
+    this.session ??= new NftSession({ netns: this.netns });
+    return this.session.run(line);
+  }
+
+  /** Sessions started so far (0 if nft() was never called). */
+  get nftSessions(): number {
+    return this.session?.started ?? 0;
+  }
 
   run(file: string, args: readonly string[]): Promise<RunResult> {
     return this.netns ? run('ip', ['netns', 'exec', this.netns, file, ...args]) : run(file, args);
@@ -42,6 +55,9 @@ export class Kernel {
     return result;
   }
 
-  /** Nothing is held between batches; kept so engines can say when they are done. */
-  async close(): Promise<void> {}
+  /** Ends the nft session, if any. */
+  async close(): Promise<void> {
+    this.session?.close();
+    this.session = undefined;
+  }
 }

@@ -120,8 +120,10 @@ export class ElementBatch {
     return this.cmds.length === 0;
   }
 
+  /** One line of ASCII: job ids in comments travel as \u escapes, which nft's JSON parser
+   * decodes, so no locale or line editor between us and nft can alter them. */
   toJson(): string {
-    return JSON.stringify({ nftables: this.cmds });
+    return JSON.stringify({ nftables: this.cmds }).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
   }
 }
 

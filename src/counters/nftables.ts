@@ -1,5 +1,6 @@
 import type { Family } from '../connection.js';
 import type { BeginItem, BeginOutcome, ConnKey, CounterEngine, CounterOwner, Counts, Installed, Repair } from './engine.js';
+import type { RunResult } from '../util/exec.js';
 import { Kernel } from './kernel.js';
 import { countsOf, dropTableText, ElementBatch, flowsSet, ownersSet, parseSets, tableText, type NftLayout, type SetElement } from './nft-ruleset.js';
 import { canonicalKey, connId, inTuple, keyOf, mirrorKey, outTuple, ownerTag, parseOwnerTag, tupleId, type Tuple } from './tuple.js';
@@ -66,7 +67,7 @@ export class NftablesEngine implements CounterEngine {
   start(): Promise<Installed[]> {
     return this.kernel.serial(async () => {
       const harvested = await this.harvest();
-      await this.nftFile(tableText(this.layout), false);
+      await this.nftFile(tableText(this.layout));
       this.begun.clear();
       this.unownedAtLastSweep.clear();
       this.ruleCounts = await this.countRules();
@@ -85,7 +86,7 @@ export class NftablesEngine implements CounterEngine {
       const damaged = [chain].find((c) => (now[c] ?? 0) < (this.ruleCounts[c] ?? 0));
       if (!damaged) return undefined;
       const reason = now[damaged] === undefined ? `chain ${damaged} of table inet ${this.layout.table} is gone` : `chain ${damaged} holds ${now[damaged]} rules, not ${this.ruleCounts[damaged]}`;
-      await this.nftFile(tableText(this.layout), false);
+      await this.nftFile(tableText(this.layout));
       const all = [...this.begun.values()];
       const batch = new ElementBatch(this.layout.table);
       const added = new Set<string>();
@@ -103,7 +104,7 @@ export class NftablesEngine implements CounterEngine {
   private async countRules(chains: ReadonlyArray<(typeof CHAINS)[number]> = CHAINS): Promise<Partial<Record<(typeof CHAINS)[number], number>>> {
     const counts: Partial<Record<(typeof CHAINS)[number], number>> = {};
     for (const chain of chains) {
-      const r = await this.kernel.run('nft', ['-j', 'list', 'chain', 'inet', this.layout.table, chain]);
+      const r = await this.kernel.nft(`list chain inet ${this.layout.table} ${chain}`).catch(sessionFailure);
       if (r.code === 0) counts[chain] = (JSON.parse(r.stdout).nftables as Array<Record<string, unknown>>).filter((i) => i.rule).length;
       // Only "no such table/chain" is damage: a listing that failed for another reason (a busy
       // machine, a netlink hiccup) must not make us wipe and reinstall live counters.
@@ -272,7 +273,7 @@ export class NftablesEngine implements CounterEngine {
 
   stop(): Promise<void> {
     return this.kernel.serial(async () => {
-      await this.nftFile(dropTableText(this.layout.table), false);
+      await this.nftFile(dropTableText(this.layout.table));
       this.begun.clear();
       await this.kernel.close();
     });
@@ -324,7 +325,9 @@ export class NftablesEngine implements CounterEngine {
   private async readFlows(families: ReadonlySet<Family>): Promise<Flows> {
     const flows: Flows = new Map();
     for (const f of families) {
-      const text = await this.kernel.runOk('nft', ['-j', 'list', 'set', 'inet', this.layout.table, flowsSet(f)]);
+      const r = await this.kernel.nft(`list set inet ${this.layout.table} ${flowsSet(f)}`);
+      if (r.code !== 0) throw new Error(`nft list set inet ${this.layout.table} ${flowsSet(f)}: ${firstLines(r.stderr)}`);
+      const text = r.stdout;
       for (const e of parseSets(text).get(flowsSet(f)) ?? []) flows.set(tupleId(e.tuple), e);
     }
     return flows;
@@ -333,19 +336,24 @@ export class NftablesEngine implements CounterEngine {
   /** Applies a batch in one transaction; false if nft refused it (nothing changed then). */
   private async apply(batch: ElementBatch): Promise<boolean> {
     if (batch.empty) return true;
-    return this.nftFile(batch.toJson(), true);
+    // A session that died fails this attempt only; callers retry once, in a fresh session.
+    const r = await this.kernel.nft(batch.toJson()).catch(sessionFailure);
+    if (r.code === 0) return true;
+    this.lastError = firstLines(r.stderr);
+    return false;
   }
 
   private lastError = '';
 
-  private async nftFile(content: string, json: boolean): Promise<boolean> {
-    const r = await this.kernel.withBatchFile(content, (path) => this.kernel.run('nft', json ? ['-j', '-f', path] : ['-f', path]));
-    if (r.code === 0) return true;
-    this.lastError = r.stderr.trim().split('\n').filter(Boolean).slice(0, 3).join(' | ');
-    if (json) return false;
-    throw new Error(`nft -f (table inet ${this.layout.table}): ${this.lastError}`);
+  /** Table-sized changes (install, reinstall, drop), rare: through a file and a spawned nft. */
+  private async nftFile(content: string): Promise<void> {
+    const r = await this.kernel.withBatchFile(content, (path) => this.kernel.run('nft', ['-f', path]));
+    if (r.code !== 0) throw new Error(`nft -f (table inet ${this.layout.table}): ${firstLines(r.stderr)}`);
   }
 }
+
+const sessionFailure = (e: Error): RunResult => ({ code: -1, stdout: '', stderr: e.message });
+const firstLines = (stderr: string): string => stderr.trim().split('\n').filter(Boolean).slice(0, 3).join(' | ');
 
 function reverse(t: Tuple): Tuple {
   return { family: t.family, saddr: t.daddr, sport: t.dport, daddr: t.saddr, dport: t.sport };
