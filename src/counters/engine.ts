@@ -15,6 +15,9 @@ export interface Counts {
   packetsIn: number;
   bytesOut: number;
   packetsOut: number;
+  /** One direction's counter was missing while the connection ran: the figures are a lower
+   * bound (the record says partial). */
+  incomplete?: true;
 }
 
 /** Who a counted connection belongs to; stored in the kernel beside the counter (a comment) so a
@@ -34,7 +37,8 @@ export type BeginOutcome =
 
 export interface Installed {
   key: ConnKey;
-  counts: Counts;
+  /** Undefined when its counters were found missing (removed behind our back). */
+  counts: Counts | undefined;
   owner?: CounterOwner;
 }
 

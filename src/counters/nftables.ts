@@ -28,6 +28,8 @@ interface Begun {
   key: ConnKey;
   owner: CounterOwner;
   outcome: BeginOutcome;
+  /** The SYN or SYN-ACK was seen: the datapath must have counted it. */
+  seenOpening: boolean;
 }
 
 type Flows = Map<string, SetElement>;
@@ -128,7 +130,7 @@ export class NftablesEngine implements CounterEngine {
           return known;
         }
         if (this.begun.size + fresh.size >= this.capacity) return 'no-room';
-        const b: Begun = { key: k, owner, outcome: 'from-first-packet' };
+        const b: Begun = { key: k, owner, outcome: 'from-first-packet', seenOpening: seenOpening === true };
         fresh.set(id, b);
         if (seenOpening) seen.add(id);
         return b;
@@ -191,7 +193,7 @@ export class NftablesEngine implements CounterEngine {
     return this.kernel.serial(async () => {
       const ks = keys.map(canonicalKey);
       const flows = await this.readFlows(new Set(ks.map((k) => k.family)));
-      return ks.map((k) => (this.begun.has(connId(k)) ? this.countsIn(flows, k) : undefined));
+      return ks.map((k) => this.countsOfBegun(flows, k));
     });
   }
 
@@ -201,7 +203,7 @@ export class NftablesEngine implements CounterEngine {
       const families = new Set(ks.map((k) => k.family));
       let counts: Array<Counts | undefined> = [];
       const attempt = async (flows: Flows): Promise<boolean> => {
-        counts = ks.map((k) => (this.begun.has(connId(k)) ? this.countsIn(flows, k) : undefined));
+        counts = ks.map((k) => this.countsOfBegun(flows, k));
         const batch = new ElementBatch(this.layout.table);
         const ending = new Set(ks.map(connId));
         for (const k of ks) {
@@ -263,7 +265,7 @@ export class NftablesEngine implements CounterEngine {
     return this.kernel.serial(async () => {
       const all = [...this.begun.values()];
       const flows = await this.readFlows(new Set(all.map((b) => b.key.family)));
-      return all.map((b) => ({ key: b.key, owner: b.owner, counts: this.countsIn(flows, b.key) }));
+      return all.map((b) => ({ key: b.key, owner: b.owner, counts: this.countsOfBegun(flows, b.key) }));
     });
   }
 
@@ -300,8 +302,30 @@ export class NftablesEngine implements CounterEngine {
     return out;
   }
 
-  private countsIn(flows: Flows, k: ConnKey): Counts {
-    return countsOf(flows.get(tupleId(outTuple(k))), flows.get(tupleId(inTuple(k))));
+  /** Undefined when neither direction's element exists: a missing counter is reported as
+   * such, never as a connection that moved 0 bytes. */
+  private countsIn(flows: Flows, k: ConnKey): Counts | undefined {
+    const out = flows.get(tupleId(outTuple(k)));
+    const inn = flows.get(tupleId(inTuple(k)));
+    return out || inn ? countsOf(out, inn) : undefined;
+  }
+
+  /**
+   * A begun connection's counts, checked against what its handshake must have left: the SYN
+   * and SYN-ACK are each counted in their direction's element when the datapath creates it. If
+   * the kernel could not create one (a dynamic set's insert can fail under a burst), our begin
+   * added it empty afterwards. Both at 0 packets: never counted. One at 0 while the other
+   * went past its SYN (a second packet is an ACK, so the handshake completed): that direction
+   * was missed — a lower bound.
+   */
+  private countsOfBegun(flows: Flows, k: ConnKey): Counts | undefined {
+    const b = this.begun.get(connId(k));
+    if (!b) return undefined;
+    const c = this.countsIn(flows, k);
+    if (!c || !b.seenOpening || b.outcome !== 'from-first-packet') return c;
+    if (c.packetsOut === 0 && c.packetsIn === 0) return undefined;
+    if ((c.packetsOut === 0 && c.packetsIn >= 2) || (c.packetsIn === 0 && c.packetsOut >= 2)) return { ...c, incomplete: true };
+    return c;
   }
 
   /** Deletes the present datapath elements of these connections, except those the other end of a

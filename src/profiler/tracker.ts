@@ -392,7 +392,7 @@ export class ConnectionTracker {
     let note: string | undefined;
     const counts = new Map<string, Counts>();
     try {
-      for (const i of (await this.parts.engine?.list()) ?? []) counts.set(keyString(i.key), i.counts);
+      for (const i of (await this.parts.engine?.list()) ?? []) if (i.counts) counts.set(keyString(i.key), i.counts);
     } catch (e) {
       this.stats.engineErrors += 1;
       note = `counters could not be read: ${(e as Error).message}`;
@@ -542,8 +542,13 @@ function toRecord(c: TrackedConnection, reason: EndReason, counts: Counts | unde
     end: Date.now(),
     reason,
     counts,
-    partial: counts !== undefined && c.counting === 'from-now',
+    partial: counts !== undefined && (c.counting === 'from-now' || counts.incomplete === true),
     attribution: c.attribution,
-    note: counts === undefined ? (note ?? (c.counting === 'no-room' ? 'not counted: RULES_THRESHOLD reached or engine error' : 'counter missing')) : undefined,
+    note:
+      counts === undefined
+        ? (note ?? (c.counting === 'no-room' ? 'not counted: RULES_THRESHOLD reached or engine error' : 'counter missing'))
+        : counts.incomplete
+          ? 'one direction was not counted (the kernel did not create its counter): a lower bound'
+          : undefined,
   };
 }

@@ -165,6 +165,25 @@ describe('nftables engine, real traffic against conntrack', () => {
     expect(await flowsCount()).toBe(0);
   });
 
+  it('reports a connection the datapath did not count as uncounted, and one missed direction as incomplete', async () => {
+    // Three finished connections; the kernel's elements of the first are gone and of the second
+    // its incoming direction (what a failed insert from the datapath leaves), the third intact.
+    const keys = await runMany(pair, 4, 5011, 44000, 3, 2000);
+    const tuple = (k: ConnKey, dir: 'out' | 'in'): string =>
+      dir === 'out' ? `${k.localAddr} . ${k.localPort} . ${k.remoteAddr} . ${k.remotePort}` : `${k.remoteAddr} . ${k.remotePort} . ${k.localAddr} . ${k.localPort}`;
+    await nft('delete', 'element', 'inet', 'netprof', 'flows4', `{ ${tuple(keys[0]!, 'out')}, ${tuple(keys[0]!, 'in')}, ${tuple(keys[1]!, 'in')} }`);
+    const flows = await oracleFlows(pair.node.ns);
+    // The tracker saw each open, so begin() adds the missing elements, empty, without a listing.
+    expect(await engine.begin(keys.map((key) => ({ key, owner, seenOpening: true })))).toEqual(keys.map(() => 'from-first-packet'));
+    const [none, half, whole] = await engine.end(keys);
+    expect(none).toBeUndefined();
+    expect(half).toMatchObject({ incomplete: true, packetsIn: 0, bytesIn: 0 });
+    expect(half!.bytesOut).toBe(oracleCounts(flows, keys[1]!)!.bytesOut);
+    expect(whole!.incomplete).toBeUndefined();
+    expectExact(whole, oracleCounts(flows, keys[2]!), 2000, 2000);
+    expect(await flowsCount()).toBe(0);
+  });
+
   it('keeps hostile job ids intact and harvests a killed process’s counters', async () => {
     const keys: ConnKey[] = HOSTILE_JOBS.map((_, i) => ({ family: 6, localAddr: pair.node.v6, localPort: 43000 + i, remoteAddr: pair.remote.v6, remotePort: 443 }));
     await engine.begin(keys.map((key, i) => ({ key, owner: { pid: 7 + i, job: HOSTILE_JOBS[i]! } })));
