@@ -68,6 +68,10 @@ export interface CounterEngine {
   read(keys: readonly ConnKey[]): Promise<Array<Counts | undefined>>;
   /** Final counters, then stops counting those connections. */
   end(keys: readonly ConnKey[]): Promise<Array<Counts | undefined>>;
+  /** Stops counting connections whose 4-tuple a new connection has already taken over (its SYN
+   * restarted the counters): nothing is read for them, and the counters, now the new
+   * connection's, are left in place for its own begin. */
+  forget(keys: readonly ConnKey[]): Promise<void>;
   /** Stops counting connections that belong to nobody we profile (nftables adds every SYN). */
   discard(keys: readonly ConnKey[]): Promise<void>;
   /** Periodic garbage collection: removes counters nobody began that were already unowned at the

@@ -156,6 +156,12 @@ export class IptablesEngine implements CounterEngine {
   }
 
   /** Nothing is installed for connections nobody began. */
+  /** Its rules have counted the new connection's packets too: removed unread. The new
+   * connection's begin installs its own. */
+  async forget(keys: readonly ConnKey[]): Promise<void> {
+    await this.end(keys);
+  }
+
   async discard(): Promise<void> {}
 
   async sweep(): Promise<number> {

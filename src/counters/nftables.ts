@@ -1,5 +1,6 @@
 import type { Family } from '../connection.js';
 import type { BeginItem, BeginOutcome, ConnKey, CounterEngine, CounterOwner, Counts, Installed, Repair } from './engine.js';
+import { diag } from '../util/diag.js';
 import type { RunResult } from '../util/exec.js';
 import { Kernel } from './kernel.js';
 import { countsOf, dropTableText, ElementBatch, flowsSet, ownersSet, parseSets, tableText, type NftLayout, type SetElement } from './nft-ruleset.js';
@@ -138,9 +139,12 @@ export class NftablesEngine implements CounterEngine {
       if (fresh.size || retag.length) {
         // The usual case needs no listing: every connection was seen opening, so the datapath
         // holds its elements, and `add` of an element that exists keeps its counter.
-        if (retag.length === 0 && seen.size === fresh.size && (await this.addBegun([...fresh.values()]))) {
-          for (const [id, b] of fresh) this.begun.set(id, b);
-          return outcomes.map((o) => (typeof o === 'string' ? o : o.outcome));
+        if (retag.length === 0 && seen.size === fresh.size) {
+          if (await this.addBegun([...fresh.values()])) {
+            for (const [id, b] of fresh) this.begun.set(id, b);
+            return outcomes.map((o) => (typeof o === 'string' ? o : o.outcome));
+          }
+          diag.warn('begin batch refused by nft; retrying with a listing', { connections: fresh.size, error: this.lastError });
         }
         const attempt = async (flows: Flows, withFlowAdds: boolean): Promise<boolean> => {
           const batch = new ElementBatch(this.layout.table);
@@ -217,6 +221,16 @@ export class NftablesEngine implements CounterEngine {
       }
       for (const k of ks) this.begun.delete(connId(k));
       return counts;
+    });
+  }
+
+  forget(keys: readonly ConnKey[]): Promise<void> {
+    return this.kernel.serial(async () => {
+      const ks = keys.map(canonicalKey).filter((k) => this.begun.has(connId(k)));
+      const batch = new ElementBatch(this.layout.table);
+      for (const k of ks) batch.delete(ownersSet(k.family), [{ tuple: outTuple(k) }]);
+      for (const k of ks) this.begun.delete(connId(k));
+      if (!(await this.apply(batch))) throw new Error(`nft: could not remove owners from table inet ${this.layout.table}: ${this.lastError}`);
     });
   }
 

@@ -4,6 +4,8 @@ import type { BeginOutcome, Counts } from '../counters/engine.js';
 /** A connection of a profiled process, from its first sight until its record is written. */
 export interface TrackedConnection {
   id: string;
+  /** Which connection on this 4-tuple it is (see TupleGenerations). */
+  generation: number;
   key: ConnKey;
   iface: string;
   job: string;
@@ -39,6 +41,10 @@ export class ConnectionTable {
 
   get(key: ConnKey): TrackedConnection | undefined {
     return this.byId.get(keyString(key));
+  }
+
+  has(id: string): boolean {
+    return this.byId.has(id);
   }
 
   delete(c: TrackedConnection): void {

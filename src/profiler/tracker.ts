@@ -8,6 +8,7 @@ import type { Registry, ProfiledProcess } from '../registry/registry.js';
 import { readProcess } from '../registry/process-info.js';
 import { ConnectionTable, type TrackedConnection } from './connections.js';
 import { Batcher } from './batcher.js';
+import { TupleGenerations } from './tuple-generations.js';
 import { diag } from '../util/diag.js';
 
 /** Where records go: the connection log, by way of the profiler's totals. */
@@ -26,6 +27,8 @@ export interface TrackerParts {
   /** The interface a connection found without a packet (late registration) is logged under. */
   ifaceFor: (key: ConnKey) => string;
 }
+
+const REUSED_NOTE = 'not counted: a new connection reused its 4-tuple before its counters were read';
 
 /** After both FINs (or an RST) the record waits this long, so the last ACK is counted too. */
 const CLOSE_GRACE_MS = 25;
@@ -50,6 +53,8 @@ export interface TrackerStats {
   duplicateEvents: number;
   closesOfUnknown: number;
   tupleReused: number;
+  /** Connections whose 4-tuple a new connection took before their counters were read. */
+  tupleReusedBeforeRead: number;
   /** The owner had exited by the time its connection was looked at (kept: it was registered). */
   ownerExitedFirst: number;
   /** A registered pid now names another process: its new connections are not the job's. */
@@ -75,11 +80,12 @@ export interface TrackerStats {
 export class ConnectionTracker {
   readonly table = new ConnectionTable();
   private readonly chains = new Map<string, Promise<void>>();
+  private readonly generations = new TupleGenerations();
   /** Connections that are not ours, or whose record is written: id → until when to ignore their
    * events, and whether it was ours (a late FIN or RST of it is a duplicate, not unknown). */
   private readonly ignored = new Map<string, { until: number; closed: boolean; discarded?: boolean }>();
   /** Connections nothing could attribute yet, with what was seen of them since. */
-  private readonly unresolved = new Map<string, { ev: ConnEvent; openedBy: 'local' | 'remote'; finSent: boolean; finReceived: boolean; rst: boolean }>();
+  private readonly unresolved = new Map<string, { ev: ConnEvent; openedBy: 'local' | 'remote'; generation: number; finSent: boolean; finReceived: boolean; rst: boolean }>();
   private readonly begins: Batcher<BeginItem, BeginOutcome> | undefined;
   private readonly ends: Batcher<ConnKey, Counts | undefined> | undefined;
   private readonly discards: Batcher<ConnKey, undefined> | undefined;
@@ -100,6 +106,7 @@ export class ConnectionTracker {
     duplicateEvents: 0,
     closesOfUnknown: 0,
     tupleReused: 0,
+    tupleReusedBeforeRead: 0,
     ownerExitedFirst: 0,
     pidReused: 0,
     childrenAdded: 0,
@@ -127,7 +134,8 @@ export class ConnectionTracker {
   onEvent(ev: ConnEvent): void {
     this.stats.events[ev.kind] += 1;
     const id = keyString(ev.key);
-    this.enqueue(id, () => this.handle(ev, id), ev.kind);
+    const gen = this.generations.observe(id, ev.kind);
+    this.enqueue(id, () => this.handle(ev, id, gen), ev.kind);
   }
 
   /** Runs work for one connection after the work already queued for it: its events stay in order. */
@@ -137,7 +145,9 @@ export class ConnectionTracker {
       .catch((e: Error) => diag.error('connection event failed', { kind: what, key: id, error: e.message }));
     this.chains.set(id, next);
     void next.finally(() => {
-      if (this.chains.get(id) === next) this.chains.delete(id);
+      if (this.chains.get(id) !== next) return;
+      this.chains.delete(id);
+      if (!this.table.has(id)) this.generations.release(id);
     });
   }
 
@@ -157,7 +167,7 @@ export class ConnectionTracker {
     while (this.chains.size > 0) await Promise.all([...this.chains.values()]);
   }
 
-  private async handle(ev: ConnEvent, id: string): Promise<void> {
+  private async handle(ev: ConnEvent, id: string, gen: number): Promise<void> {
     const tracked = this.table.get(ev.key);
     if (ev.kind === 'syn' || ev.kind === 'syn-ack') {
       if (tracked) {
@@ -176,7 +186,7 @@ export class ConnectionTracker {
       }
       // We sent the SYN, or received the SYN-ACK: opened here.
       const openedBy = (ev.kind === 'syn') === ev.sent ? 'local' : 'remote';
-      return this.open(ev, id, openedBy);
+      return this.open(ev, id, openedBy, gen);
     }
     if (!tracked) {
       const pending = this.unresolved.get(id);
@@ -189,7 +199,7 @@ export class ConnectionTracker {
       const ignored = this.ignored.get(id);
       if (!ignored) this.stats.closesOfUnknown += 1;
       else if (ignored.closed) this.stats.duplicateEvents += 1;
-      else if (!ignored.discarded && this.discards) {
+      else if (!ignored.discarded && this.discards && !this.generations.superseded(id, gen)) {
         // Not ours and closing: its datapath counters can go now rather than at a sweep.
         ignored.discarded = true;
         this.discards.push(ev.key).catch((e: Error) => diag.warn('discarding counters failed', { error: e.message }));
@@ -207,7 +217,7 @@ export class ConnectionTracker {
     if (tracked.finSent && tracked.finReceived) return this.scheduleClose(tracked, 'fin');
   }
 
-  private async open(ev: ConnEvent, id: string, openedBy: 'local' | 'remote'): Promise<void> {
+  private async open(ev: ConnEvent, id: string, openedBy: 'local' | 'remote', generation: number): Promise<void> {
     const resolver = this.parts.resolve?.resolver;
     const attribution: Attribution = resolver
       ? await resolver.resolve(ev.key, { opener: openedBy, time: ev.time })
@@ -219,7 +229,7 @@ export class ConnectionTracker {
       this.ignore(id, ev.time);
       // The resolver keeps watching: an eBPF event read late may still name the process.
       if (this.unresolved.size >= UNRESOLVED_MAX) this.unresolved.delete(this.unresolved.keys().next().value!);
-      this.unresolved.set(id, { ev, openedBy, finSent: false, finReceived: false, rst: false });
+      this.unresolved.set(id, { ev, openedBy, generation, finSent: false, finReceived: false, rst: false });
       return;
     }
     const proc = this.profiledProcess(attribution.pid);
@@ -229,13 +239,15 @@ export class ConnectionTracker {
       return;
     }
     this.stats.attributedBy[attribution.source] = (this.stats.attributedBy[attribution.source] ?? 0) + 1;
-    await this.track({ key: ev.key, iface: ev.iface, proc, openedBy, start: ev.time, attribution: attribution.source });
+    await this.track({ key: ev.key, iface: ev.iface, proc, openedBy, start: ev.time, attribution: attribution.source, generation });
   }
 
   /** Starts tracking and counting a connection of a profiled process. */
-  private async track(c: { key: ConnKey; iface: string; proc: ProfiledProcess; openedBy: TrackedConnection['openedBy']; start?: number; attribution: string }): Promise<TrackedConnection> {
+  private async track(c: { key: ConnKey; iface: string; proc: ProfiledProcess; openedBy: TrackedConnection['openedBy']; start?: number; attribution: string; generation?: number }): Promise<TrackedConnection> {
+    const id = keyString(c.key);
     const conn: TrackedConnection = {
-      id: keyString(c.key),
+      id,
+      generation: c.generation ?? this.generations.current(id),
       key: c.key,
       iface: c.iface,
       job: c.proc.job,
@@ -353,7 +365,7 @@ export class ConnectionTracker {
     if (!proc) return;
     this.ignored.delete(id);
     this.stats.resolvedLate += 1;
-    const conn = await this.track({ key: u.ev.key, iface: u.ev.iface, proc, openedBy: u.openedBy, start: u.ev.time, attribution: `${source}-late` });
+    const conn = await this.track({ key: u.ev.key, iface: u.ev.iface, proc, openedBy: u.openedBy, start: u.ev.time, attribution: `${source}-late`, generation: u.generation });
     conn.finSent = u.finSent;
     conn.finReceived = u.finReceived;
     if (u.rst) await this.scheduleClose(conn, 'rst');
@@ -399,8 +411,10 @@ export class ConnectionTracker {
     }
     for (const c of conns) {
       this.table.delete(c);
+      this.generations.release(c.id);
       this.stats.closed[reason] += 1;
-      this.parts.log.write(toRecord(c, reason, c.counting === 'no-room' ? undefined : counts.get(c.id), note));
+      const stale = this.generations.superseded(c.id, c.generation);
+      this.parts.log.write(toRecord(c, reason, c.counting === 'no-room' || stale ? undefined : counts.get(c.id), stale ? REUSED_NOTE : note));
     }
     return conns.length;
   }
@@ -412,9 +426,15 @@ export class ConnectionTracker {
     await Promise.all(conns.map((c) => c.begun));
     let finals: Array<Counts | undefined>;
     let note: string | undefined;
+    const superseded = conns.map((c) => this.generations.superseded(c.id, c.generation));
     try {
       const ends = this.ends;
-      finals = await Promise.all(conns.map((c) => (ends && c.counting !== 'no-room' ? ends.push(c.key) : undefined)));
+      finals = await Promise.all(conns.map((c, i) => (ends && c.counting !== 'no-room' && !superseded[i] ? ends.push(c.key) : undefined)));
+      const stale = conns.filter((c, i) => superseded[i] && c.counting !== 'no-room').map((c) => c.key);
+      if (stale.length) {
+        this.stats.tupleReusedBeforeRead += stale.length;
+        await this.parts.engine?.forget(stale);
+      }
     } catch (e) {
       this.stats.engineErrors += 1;
       note = `counters could not be read: ${(e as Error).message}`;
@@ -424,9 +444,10 @@ export class ConnectionTracker {
     conns.forEach((c, i) => {
       if (this.table.get(c.key) !== c) return; // finished by someone else meanwhile
       this.table.delete(c);
+      if (!this.chains.has(c.id)) this.generations.release(c.id);
       this.ignore(c.id, Date.now(), true);
       this.stats.closed[reason] += 1;
-      this.parts.log.write(toRecord(c, reason, finals[i], note));
+      this.parts.log.write(toRecord(c, reason, finals[i], superseded[i] ? REUSED_NOTE : note));
     });
   }
 

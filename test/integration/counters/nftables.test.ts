@@ -184,6 +184,21 @@ describe('nftables engine, real traffic against conntrack', () => {
     expect(await flowsCount()).toBe(0);
   });
 
+  it('forgets a connection whose tuple was taken over: owner gone, the counters left for the new one', async () => {
+    const k: ConnKey = { family: 4, localAddr: pair.node.v4, localPort: 45000, remoteAddr: pair.remote.v4, remotePort: 5013 };
+    await engine.begin([{ key: k, owner }]);
+    expect(await flowsCount()).toBe(2);
+    await engine.forget([k]);
+    expect(engine.size()).toBe(0);
+    expect(await engine.list()).toEqual([]);
+    expect(JSON.parse(await nft('-j', 'list', 'set', 'inet', 'netprof', 'owners4')).nftables[1].set.elem ?? []).toEqual([]);
+    expect(await flowsCount()).toBe(2);
+    // The new connection's begin finds them and counts from its first packet.
+    expect(await engine.begin([{ key: k, owner, seenOpening: true }])).toEqual(['from-first-packet']);
+    await engine.end([k]);
+    expect(await flowsCount()).toBe(0);
+  });
+
   it('keeps hostile job ids intact and harvests a killed process’s counters', async () => {
     const keys: ConnKey[] = HOSTILE_JOBS.map((_, i) => ({ family: 6, localAddr: pair.node.v6, localPort: 43000 + i, remoteAddr: pair.remote.v6, remotePort: 443 }));
     await engine.begin(keys.map((key, i) => ({ key, owner: { pid: 7 + i, job: HOSTILE_JOBS[i]! } })));

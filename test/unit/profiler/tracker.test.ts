@@ -24,6 +24,8 @@ class LedgerEngine implements CounterEngine {
   begin = async (items: ReadonlyArray<{ key: ConnKey }>): Promise<BeginOutcome[]> => items.map((i) => (this.begun.add(id(i.key)), 'from-first-packet'));
   read = async (keys: readonly ConnKey[]) => keys.map(() => counts);
   end = async (keys: readonly ConnKey[]): Promise<Array<Counts | undefined>> => keys.map((k) => (this.ended.push(id(k)), this.begun.delete(id(k)), counts));
+  forgotten: string[] = [];
+  forget = async (keys: readonly ConnKey[]) => void keys.forEach((k) => (this.forgotten.push(id(k)), this.begun.delete(id(k))));
   discard = async () => undefined;
   sweep = async () => 0;
   repair = async () => undefined;
@@ -111,15 +113,57 @@ describe('connection events to records', () => {
     expect(tracker.stats.unresolvedReasons).toEqual({ closed: 1 });
   });
 
-  it('treats a new SYN on a closing tuple as a new connection', async () => {
-    const { tracker, records } = setup(() => kid.pid);
+  it('treats a new SYN on a closing tuple as a new connection; the old one, not yet read, is logged uncounted', async () => {
+    const { tracker, records, engine } = setup(() => kid.pid);
     tracker.onEvent(ev('syn', 1004, true));
+    tracker.onEvent(ev('syn', 1004, true)); // a retransmission: the same connection
     tracker.onEvent(ev('fin', 1004, true));
-    tracker.onEvent(ev('syn', 1004, true));
+    tracker.onEvent(ev('syn', 1004, true)); // arrives before the first connection was read
     await settle(tracker);
     expect(records).toHaveLength(1);
     expect(tracker.stats.tupleReused).toBe(1);
+    // The new SYN restarted the tuple's counters: the old connection's are gone, and what the
+    // kernel holds now is the new one's — left in place, not read or removed as the old one's.
+    expect(records[0]!.counts).toBeUndefined();
+    expect(records[0]!.note).toMatch(/reused its 4-tuple/);
+    expect(engine.forgotten).toEqual([id(key(1004))]);
+    expect(engine.ended).toEqual([]);
     expect(tracker.table.get(key(1004))).toBeDefined();
+    expect(engine.begun.has(id(key(1004)))).toBe(true);
+    tracker.onEvent(ev('fin', 1004, true));
+    tracker.onEvent(ev('fin', 1004, false));
+    await settle(tracker);
+    expect(records[1]!.counts).toEqual(counts);
+    expect(tracker.stats.tupleReusedBeforeRead).toBe(1);
+  });
+
+  it('logs an open connection uncounted when its tuple is reused while it waits for its last FIN', async () => {
+    const { tracker, records, engine } = setup(() => kid.pid);
+    tracker.onEvent(ev('syn', 1006, true));
+    tracker.onEvent(ev('fin', 1006, false));
+    await settle(tracker); // tracked, idle, nothing pending
+    tracker.onEvent(ev('syn', 1006, true));
+    await settle(tracker);
+    expect(records).toHaveLength(1);
+    expect(records[0]!.counts).toBeUndefined();
+    expect(engine.forgotten).toEqual([id(key(1006))]);
+  });
+
+  it('counts a connection on a reused tuple normally when the earlier one was read first', async () => {
+    const { tracker, records, engine } = setup(() => kid.pid);
+    tracker.onEvent(ev('syn', 1005, true));
+    tracker.onEvent(ev('syn-ack', 1005, false));
+    tracker.onEvent(ev('fin', 1005, false));
+    tracker.onEvent(ev('fin', 1005, true));
+    await settle(tracker);
+    expect(records).toHaveLength(1);
+    tracker.onEvent(ev('syn', 1005, true));
+    tracker.onEvent(ev('fin', 1005, true));
+    tracker.onEvent(ev('fin', 1005, false));
+    await settle(tracker);
+    expect(records.map((r) => r.counts)).toEqual([counts, counts]);
+    expect(engine.forgotten).toEqual([]);
+    expect(tracker.stats.tupleReusedBeforeRead).toBe(0);
   });
 
   it('handles each connection’s events in order even when resolution is slow', async () => {
