@@ -340,10 +340,18 @@ async function churnRun({ tag, engine, rate, total, withDaemon = true, oracle = 
     const stats = await daemon.stats();
     res.daemon_stats = { connections: stats.connections, engine_batches: stats.engine_batches, resolver: stats.resolver, capture: stats.capture, log: stats.log, counters_installed: stats.counters_installed };
     res.hwm_mb = Math.round(memMb(daemon.pid).hwm);
-    // Match records to the client's connections (port numbers are unique within a run: a fresh
-    // namespace, and 10,000 ports of 64,000).
+    // Match records to the client's connections by port and time: the kernel hands a port back
+    // as soon as the server has closed first, and reuses about a fifth of them within a second.
     const byPort = new Map();
-    for (const x of watcher.records) if (x.r.remote_port === 5002) byPort.set(x.r.local_port, x);
+    for (const x of watcher.records) if (x.r.remote_port === 5002) (byPort.get(x.r.local_port) ?? byPort.set(x.r.local_port, []).get(x.r.local_port)).push(x);
+    const take = (row) => {
+      const xs = byPort.get(row.port) ?? [];
+      let best = -1;
+      xs.forEach((x, i) => {
+        if (best < 0 || Math.abs(Date.parse(x.r.start) - row.open) < Math.abs(Date.parse(xs[best].r.start) - row.open)) best = i;
+      });
+      return best < 0 ? undefined : xs.splice(best, 1)[0];
+    };
     let logged = 0;
     let rightPid = 0;
     let counted = 0;
@@ -351,7 +359,7 @@ async function churnRun({ tag, engine, rate, total, withDaemon = true, oracle = 
     const latEnd = [];
     const matched = [];
     for (const row of data.rows) {
-      const x = byPort.get(row.port);
+      const x = take(row);
       if (!x) continue;
       logged += 1;
       if (x.r.pid === client.pid) rightPid += 1;
