@@ -76,4 +76,14 @@ describe('nft session', () => {
     expect(session.started).toBe(before + 2);
     expect(await nftsIn(ns)).toHaveLength(1);
   });
+
+  it('replaces a session after its number of commands, whose cost grows with its history', async () => {
+    const short = new NftSession({ netns: ns, recycleCommands: 5 });
+    try {
+      for (let i = 0; i < 12; i++) expect((await short.run('list set inet t s')).code).toBe(0);
+      expect(short.started).toBe(3);
+    } finally {
+      short.close();
+    }
+  });
 });
