@@ -71,6 +71,8 @@ export interface ProcessView extends Traffic {
 }
 
 export interface JobDetail extends JobSummary {
+  /** When the open connections' counts were read from the kernel (null: not yet). */
+  counts_read_at: string | null;
   process_list: ProcessView[];
 }
 

@@ -11,6 +11,11 @@ import type { ConnKey } from '../connection.js';
 import { ConnectionTracker } from './tracker.js';
 import { diag } from '../util/diag.js';
 
+/** How long a job's view waits for a fresh read of its counters before answering, when this
+ * many connections or more are open (below, a read is quick and always waited for). */
+const LIVE_WAIT_MS = 50;
+const LIVE_WAIT_ALWAYS_BELOW = 1_000;
+
 export interface ProfilerParts {
   config: Config;
   log: ConnectionLog;
@@ -281,10 +286,21 @@ export class Profiler implements DaemonControl {
 
   async job(id: string): Promise<JobDetail | undefined> {
     if (!this.registry.job(id)) return undefined;
-    await this.tracker.refreshCounts().catch((e: Error) => diag.warn('cannot read live counters', { error: e.message }));
+    // A read of tens of thousands of counters takes seconds (nft lists the whole set): then the
+    // answer waits for it at most LIVE_WAIT_MS and gives the last figures, with their time.
+    const refresh = this.tracker.refreshCounts().catch((e: Error) => diag.warn('cannot read live counters', { error: e.message }));
+    let timer: NodeJS.Timeout | undefined;
+    const cap = this.connections.size < LIVE_WAIT_ALWAYS_BELOW ? [] : [new Promise((r) => (timer = setTimeout(r, LIVE_WAIT_MS)))];
+    await Promise.race([refresh, ...cap]);
+    clearTimeout(timer);
     const j = this.registry.job(id);
     if (!j) return undefined;
-    return { ...jobSummary(j, this.connections, this.closedTotals.get(id)), process_list: [...j.processes.values()].map((p) => processView(p, this.connections)) };
+    const readAt = this.tracker.countsReadAt;
+    return {
+      ...jobSummary(j, this.connections, this.closedTotals.get(id)),
+      counts_read_at: readAt ? new Date(readAt).toISOString() : null,
+      process_list: [...j.processes.values()].map((p) => processView(p, this.connections)),
+    };
   }
 
   health(): Health {

@@ -476,12 +476,18 @@ export class ConnectionTracker {
     return done;
   }
 
+  /** When the live counts were last read (epoch ms; 0: never). */
+  countsReadAt = 0;
+
   private async readLiveCounts(): Promise<void> {
     const engine = this.parts.engine;
     const conns = this.table.all().filter((c) => c.counting !== 'no-room' && !c.closing);
-    if (!engine || conns.length === 0) return;
-    const counts = await engine.read(conns.map((c) => c.key));
-    conns.forEach((c, i) => (c.counts = counts[i] ?? c.counts));
+    const at = Date.now();
+    if (engine && conns.length) {
+      const counts = await engine.read(conns.map((c) => c.key));
+      conns.forEach((c, i) => (c.counts = counts[i] ?? c.counts));
+    }
+    this.countsReadAt = at;
   }
 
   /**

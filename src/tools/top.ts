@@ -23,7 +23,9 @@ export async function sample(e: Endpoint): Promise<Sample> {
     const d = await callJson<JobDetail>(e, 'GET', jobPath(j.job)).catch(() => undefined);
     if (d) details.push(d);
   }
-  return { at: Date.now(), health, jobs: details };
+  // Rates are per second of the daemon's reads: its figures may be older than this call.
+  const readAt = Date.parse(details.find((d) => d.counts_read_at)?.counts_read_at ?? '');
+  return { at: Number.isNaN(readAt) ? Date.now() : readAt, health, jobs: details };
 }
 
 type Rates = Map<string, { in: number; out: number }>;

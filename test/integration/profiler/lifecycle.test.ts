@@ -107,7 +107,10 @@ describe('connections that outlive the profile', () => {
     await w.register('live.0', client.pid!);
     await send(client, 25_000);
     await settle();
+    const asked = Date.now();
     const job = JSON.parse((await w.daemon.curl('/v1/jobs/live.0')).body);
+    // Few connections: the answer waited for a read (one read serves all callers for 0.5 s).
+    expect(Date.parse(job.counts_read_at)).toBeGreaterThanOrEqual(asked - 600);
     const conn = job.process_list[0].connections[0];
     expect(conn).toMatchObject({ state: 'open', counted: true, partial: false });
     expect(conn.bytes_out).toBeGreaterThan(25_000);

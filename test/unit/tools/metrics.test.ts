@@ -36,7 +36,7 @@ describe('GET /metrics', () => {
     // pid 11 has one open connection (700 B in so far); pid 12 ended with one closed (300 B).
     f.record(rec(12, 300));
     f.jobs.set('J', {
-      job: 'J', registered_at: '', processes: 1, open_connections: 1, closed_connections: 1, bytes_in: 1000, bytes_out: 15, packets_in: 3, packets_out: 2,
+      job: 'J', registered_at: '', processes: 1, open_connections: 1, closed_connections: 1, bytes_in: 1000, bytes_out: 15, packets_in: 3, packets_out: 2, counts_read_at: null,
       process_list: [{ pid: 11, owner: 'root', uid: 0, birthdate: 1, parent: null, alive: true, connections: [conn(700)], bytes_in: 700, bytes_out: 10, packets_in: 2, packets_out: 1 }],
     });
     let text = await m.render();
