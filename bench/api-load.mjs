@@ -6,7 +6,7 @@
 //   PROCS=2000 CONNS=10000 SAMPLES=300 node bench/api-load.mjs
 // Needs root, a built dist/, python3. Leaves nothing behind (namespaces deleted, children killed).
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -19,6 +19,7 @@ const SAMPLES = Number(process.env.SAMPLES ?? 300);
 const id = `np-bench-${process.pid}`;
 const NODE = `${id}-n`, REMOTE = `${id}-r`;
 const kids = [];
+const dirs = [];
 const sh = (cmd, args) => {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
@@ -32,6 +33,7 @@ const inNs = (ns, cmd, args, opts = {}) => {
 function cleanup() {
   for (const k of kids) try { k.kill('SIGKILL'); } catch {}
   for (const ns of [NODE, REMOTE]) spawnSync('ip', ['netns', 'del', ns]);
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 }
 process.on('exit', cleanup);
 process.on('SIGINT', () => process.exit(130));
@@ -74,7 +76,7 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 mode = sys.argv[1]
 if mode == 'server':
     sel = selectors.DefaultSelector()
-    for port in (7001, 7002, 7003):
+    for port in [int(p) for p in sys.argv[2].split(',')]:
         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', port)); s.listen(4096); s.setblocking(False)
         sel.register(s, selectors.EVENT_READ)
     print('ready', flush=True); held = []
@@ -85,23 +87,34 @@ if mode == 'server':
                     c, _ = k.fileobj.accept(); held.append(c)
             except BlockingIOError: pass
 else:
-    n = int(sys.argv[2]); held = []
+    n = int(sys.argv[2]); ports = [int(p) for p in sys.argv[3].split(',')]; held = []
     sys.stdin.readline()
     for i in range(n):
-        c = socket.socket(); c.connect(('10.77.0.2', 7001 + i % 3)); held.append(c)
+        c = socket.socket(); c.connect(('10.77.0.2', ports[i % len(ports)])); held.append(c)
         if i % 5000 == 4999: print('opened', i + 1, flush=True)
     print('done', flush=True)
     sys.stdin.readline()
 `;
-const pyFile = join(mkdtempSync(join(tmpdir(), 'netprof-bench-')), 'hold.py');
+dirs.push(mkdtempSync(join(tmpdir(), 'netprof-bench-')));
+const pyFile = join(dirs.at(-1), 'hold.py');
 writeFileSync(pyFile, py);
-const server = inNs(REMOTE, 'python3', [pyFile, 'server']);
-server.stderr.on('data', (d) => process.stderr.write(d));
+// One process holds at most PER_PROCESS sockets (the open-file limit here is 20,000): the
+// connections are spread over several holders, each with its own server and ports.
+const PER_PROCESS = 15_000;
+const groups = Array.from({ length: Math.ceil(CONNS / PER_PROCESS) }, (_, g) => ({
+  n: Math.min(PER_PROCESS, CONNS - g * PER_PROCESS),
+  ports: [7001, 7002, 7003].map((p) => String(p + 10 * g)).join(','),
+}));
 const keep = setInterval(() => {}, 1000);
-await new Promise((r, j) => { server.stdout.once('data', r); server.once('exit', (c) => j(new Error(`server exited ${c}`))); });
+for (const g of groups) {
+  const server = inNs(REMOTE, 'python3', [pyFile, 'server', g.ports]);
+  server.stderr.on('data', (d) => process.stderr.write(d));
+  await new Promise((r, j) => { server.stdout.once('data', r); server.once('exit', (c) => j(new Error(`server exited ${c}`))); });
+}
 
 // --- the daemon ---
 const dir = mkdtempSync(join(tmpdir(), 'netprof-bench-'));
+dirs.push(dir);
 const socket = join(dir, 'api.sock');
 writeFileSync(join(dir, 'config.ini'), `[CONFIG]\nINTERFACE = veth0\nLOG_DIR = ${dir}/log\nLOG_FORMAT = jsonl\nLISTEN = none\nSOCKET = ${socket}\nRULES_THRESHOLD = ${Math.max(1000, CONNS + 1000)}\nGC_INTERVAL = 60\n`);
 const entry = resolve(here, '../test/integration/hardening/run-daemon.mjs');
@@ -113,15 +126,21 @@ if (!err.includes('netprof daemon ready')) throw new Error(`daemon not ready:\n$
 
 // --- PROCS registered processes (sleepers; one also holds the connections) ---
 const t0 = Date.now();
-const holder = inNs(NODE, 'python3', [pyFile, 'client', String(CONNS)]);
-let holderOut = '';
-holder.stdout.on('data', (d) => (holderOut += d));
-holder.stderr.on('data', (d) => process.stderr.write(d));
+const holders = groups.map((g) => {
+  const h = inNs(NODE, 'python3', [pyFile, 'client', String(g.n), g.ports]);
+  h.out = '';
+  h.stdout.on('data', (d) => (h.out += d));
+  h.stderr.on('data', (d) => process.stderr.write(d));
+  return h;
+});
 const reg = async (job, pid) => call(socket, 'POST', `/v1/jobs/${job}/processes`, JSON.stringify({ pid, owner: 'root', birthdate: birth(pid) }));
-let r = await reg('holder', holder.pid);
-if (r.status !== 201) throw new Error(`register holder: ${r.status} ${r.body}`);
+let r;
+for (const h of holders) {
+  r = await reg('holder', h.pid);
+  if (r.status !== 201) throw new Error(`register holder: ${r.status} ${r.body}`);
+}
 const regMs = [];
-for (let i = 1; i < PROCS; i++) {
+for (let i = holders.length; i < PROCS; i++) {
   const s = spawn('sleep', ['3600'], { stdio: 'ignore' });
   kids.push(s);
   r = await reg(`job${i % 1000}.${i}`, s.pid);
@@ -132,10 +151,10 @@ console.log(`registered ${PROCS} processes in ${((Date.now() - t0) / 1000).toFix
 
 // --- CONNS live connections ---
 const t1 = Date.now();
-holder.stdin.write('go\n');
-while (!holderOut.includes('done')) {
+for (const h of holders) h.stdin.write('go\n');
+while (!holders.every((h) => h.out.includes('done'))) {
   await sleep(500);
-  if (Date.now() - t1 > 600_000) throw new Error(`holder stuck: ${holderOut.trim().split('\n').pop()}`);
+  if (Date.now() - t1 > 600_000) throw new Error(`holder stuck: ${holders.map((h) => h.out.trim().split('\n').pop()).join(' / ')}`);
 }
 let tracked = 0;
 for (let i = 0; i < 600; i++) {
@@ -167,6 +186,6 @@ await measure('POST+DELETE a process', async () => {
 });
 await measure('GET /v1/jobs/holder (50k live counters read)', async () => (await call(socket, 'GET', '/v1/jobs/holder')).ms).catch((e) => console.log(e.message));
 console.table(rows);
-holder.stdin.write('end\n');
+for (const h of holders) h.stdin.write('end\n');
 cleanup();
 process.exit(0);

@@ -172,7 +172,7 @@ async function throughput(baseline) {
         servers.push(await iperfServer(pair));
         const cpuProf = PROFILE && n === 10000 ? join(PROFDIR, `10k-${engine}`) : undefined;
         if (cpuProf) mkdirSync(cpuProf, { recursive: true });
-        daemon = await startDaemon(pair.node.ns, { INTERFACE: 'veth0', ENGINE: engine, RULES_THRESHOLD: String(Math.max(1000, n + 1000)) }, { cpuProf });
+        daemon = await startDaemon(pair.node.ns, { INTERFACE: 'veth0', ENGINE: engine, RULES_THRESHOLD: String(Math.max(1000, n + 1000)) }, { cpuProf, parent: WORK });
         results.startup_ms.push(Math.round(daemon.startupMs));
         holder = nsSpawn(pair.node.ns, process.execPath, [HOLDER, pair.remote.v4, '5001', String(n)]);
         holder.stderr.on('data', (d) => process.stderr.write(`holder: ${d}`));
@@ -293,7 +293,7 @@ async function churnRun({ tag, engine, rate, total, withDaemon = true, oracle = 
       if (cpuProf) mkdirSync(cpuProf, { recursive: true });
       // The churn measures the pipeline, not RULES_THRESHOLD: with the default 1,000, the
       // connections waiting for their record fill it under load and the rest go uncounted.
-      daemon = await startDaemon(pair.node.ns, { INTERFACE: 'veth0', ENGINE: engine, RULES_THRESHOLD: '20000' }, { cpuProf });
+      daemon = await startDaemon(pair.node.ns, { INTERFACE: 'veth0', ENGINE: engine, RULES_THRESHOLD: '20000' }, { cpuProf, parent: WORK });
       results.startup_ms.push(Math.round(daemon.startupMs));
       res.startup_ms = Math.round(daemon.startupMs);
       if (idle) {

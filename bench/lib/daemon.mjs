@@ -16,10 +16,12 @@ let nextPort = 19000 + (process.pid % 500);
 
 /**
  * Starts the daemon and waits for "netprof daemon ready". Returns its handle with
- * startupMs (spawn → ready line). opts.cpuProf: directory for `node --cpu-prof`.
+ * startupMs (spawn → ready line). opts.cpuProf: directory for `node --cpu-prof`; opts.parent:
+ * where its config and log go.
  */
 export async function startDaemon(ns, config, opts = {}) {
-  const dir = mkdtempSync(join(tmpdir(), 'netprof-bench-'));
+  // Under the run's own directory (opts.parent), which the run removes at its end.
+  const dir = mkdtempSync(join(opts.parent ?? tmpdir(), 'netprof-bench-'));
   const logDir = join(dir, 'log');
   const port = nextPort++;
   const text = ['[CONFIG]', `LOG_DIR = ${logDir}`, 'LOG_FORMAT = jsonl', 'MAX_BYTES = 0', ...Object.entries(config).map(([k, v]) => `${k} = ${v}`)];
