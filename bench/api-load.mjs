@@ -32,7 +32,12 @@ const inNs = (ns, cmd, args, opts = {}) => {
 };
 function cleanup() {
   for (const k of kids) try { k.kill('SIGKILL'); } catch {}
-  for (const ns of [NODE, REMOTE]) spawnSync('ip', ['netns', 'del', ns]);
+  // Also what the daemon started inside (bpftrace, tcpdump, nft): killed with it, they would
+  // outlive it as orphans.
+  for (const ns of [NODE, REMOTE]) {
+    for (const pid of spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout.split(/\s+/).filter(Boolean)) try { process.kill(Number(pid), 'SIGKILL'); } catch {}
+    spawnSync('ip', ['netns', 'del', ns]);
+  }
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 }
 process.on('exit', cleanup);
