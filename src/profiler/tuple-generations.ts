@@ -4,7 +4,8 @@ import type { ConnEvent } from '../capture/events.js';
  * Which connection on a 4-tuple an event belongs to, decided in capture order, before any of
  * the (slower, queued) work for it runs: a SYN after a FIN or RST on the same tuple opens a new
  * connection; a retransmitted SYN does not. The kernel gives a port back as soon as its side is
- * closed (the benchmark's client reused 22 % of its ports within 0.5–0.6 s), and the datapath
+ * closed (with the default port range, a churning client reused 22 % of its ports within
+ * 0.5–0.6 s), and the datapath
  * restarts a tuple's counters at its SYN — so an earlier connection whose counters were not yet
  * read by then can no longer be counted, and must not take the new one's.
  */
