@@ -430,16 +430,20 @@ export class ConnectionTracker {
     try {
       const ends = this.ends;
       finals = await Promise.all(conns.map((c, i) => (ends && c.counting !== 'no-room' && !superseded[i] ? ends.push(c.key) : undefined)));
-      const stale = conns.filter((c, i) => superseded[i] && c.counting !== 'no-room').map((c) => c.key);
-      if (stale.length) {
-        this.stats.tupleReusedBeforeRead += stale.length;
-        await this.parts.engine?.forget(stale);
-      }
     } catch (e) {
       this.stats.engineErrors += 1;
       note = `counters could not be read: ${(e as Error).message}`;
       diag.error('reading final counters failed', { error: (e as Error).message, connections: conns.length });
       finals = conns.map(() => undefined);
+    }
+    const stale = conns.filter((c, i) => superseded[i] && c.counting !== 'no-room').map((c) => c.key);
+    if (stale.length) {
+      this.stats.tupleReusedBeforeRead += stale.length;
+      // Their records say why they are uncounted; a failure here only leaves an owner tag behind.
+      await this.parts.engine?.forget(stale).catch((e: Error) => {
+        this.stats.engineErrors += 1;
+        diag.warn('forgetting superseded connections failed', { error: e.message, connections: stale.length });
+      });
     }
     conns.forEach((c, i) => {
       if (this.table.get(c.key) !== c) return; // finished by someone else meanwhile
