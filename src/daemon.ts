@@ -10,7 +10,9 @@ import { diag } from './util/diag.js';
 import { createCounterEngine, type CounterEngine } from './counters/index.js';
 import { Capture, LocalAddresses } from './capture/index.js';
 import { startResolve, type ResolveStack } from './resolve/index.js';
-import { interfaceChooser } from './profiler/interfaces.js';
+import { Scope } from './profiler/scope.js';
+import { flowsRoom } from './profiler/room.js';
+import { RouteTable } from './resolve/routes.js';
 import { claimNetworkNamespace } from './util/netns-claim.js';
 
 export interface DaemonOptions {
@@ -73,8 +75,17 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     claim.release();
     throw e;
   }
-  const profiler = new Profiler({ config, log, ...parts, ifaceFor: interfaceChooser(config.interfaces, parts.local) });
-  profiler.start(parts.recovered);
+  const routes = new RouteTable();
+  routes.start();
+  const scope = new Scope({
+    configured: config.interfaces,
+    isLocal: (a) => parts.local.has(a),
+    deviceFor: (k) => routes.deviceFor(k),
+    ...(config.listen === 'none' ? {} : { api: { addr: config.listen, port: config.port } }),
+  });
+  const room = flowsRoom(config.rulesThreshold, config.setSize);
+  const profiler = new Profiler({ config, log, ...parts, scope, maxUnclaimed: room.maxUnclaimed });
+  await profiler.start(parts.recovered);
   let api: Listeners;
   try {
     api = await listen(profiler, config);
@@ -91,6 +102,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       await parts.capture.stop();
       const logged = await profiler.stop();
       await stopParts(parts);
+      routes.stop();
       log.close();
       diag.info('stopped', { connections_logged: logged, log_records_unwritten: log.stats.buffered });
       process.exit(log.stats.buffered > 0 ? 1 : 0);
@@ -123,6 +135,7 @@ interface Parts {
 async function startParts(config: Config): Promise<Parts> {
   const engine = createCounterEngine(config.engine, {
     capacity: config.rulesThreshold,
+    setSize: flowsRoom(config.rulesThreshold, config.setSize).setSize,
     interfaces: config.interfaces.includes('any') ? undefined : config.interfaces,
   });
   let recovered;
@@ -132,7 +145,10 @@ async function startParts(config: Config): Promise<Parts> {
     throw new StartupError(`ENGINE = ${config.engine}: cannot install counters: ${(e as Error).message}`, 71);
   }
   if (recovered.length) diag.warn('harvested counters left by an earlier run', { connections: recovered.length });
-  const resolve = await startResolve({ ebpf: config.ebpf !== 'off', tracer: { log: (level, msg, fields) => diag[level](msg, fields) } });
+  // Forks are remembered as long as a registration may claim the connections of a child that
+  // connected and exited before its parent was registered.
+  const lineage = { recentForkMs: Math.max(10_000, config.lateGrace * 1000), exitedGraceMs: Math.max(60_000, config.lateGrace * 2000) };
+  const resolve = await startResolve({ ebpf: config.ebpf !== 'off', lineage, tracer: { log: (level, msg, fields) => diag[level](msg, fields) } });
   if (resolve.tracerStatus.state !== 'live') {
     diag.warn('eBPF attribution unavailable: using /proc only', { state: resolve.tracerStatus.state, reason: resolve.tracerStatus.reason });
   }

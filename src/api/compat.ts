@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { DaemonControl } from './control.js';
+import type { DaemonControl } from '../profiler/control.js';
 import { RequestError, checkBirthdate, checkJobId, checkOwner, checkPid, clip, type ProcessClaim } from '../registry/registry.js';
 import { methodNotAllowed, send } from './http.js';
 

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Counter, Gauge, Registry } from 'prom-client';
-import type { DaemonControl, Traffic } from './control.js';
+import type { DaemonControl, Traffic } from '../profiler/control.js';
 import type { ConnectionRecord } from '../log/record.js';
 import type { TrackerStats } from '../profiler/tracker.js';
 import type { InterfaceStats } from '../capture/capture.js';

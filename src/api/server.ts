@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { DaemonControl } from './control.js';
+import type { DaemonControl } from '../profiler/control.js';
 import { RequestError } from '../registry/registry.js';
 import { handleCompat, isCompatPath } from './compat.js';
 import { handleV1 } from './v1.js';

@@ -19,6 +19,12 @@ export interface Config {
   followChildren: boolean;
   ebpf: 'auto' | 'off';
   gcInterval: number;
+  /** Seconds a connection may open before its process is registered and still be counted from
+   * its first packet; 0 = off. */
+  lateGrace: number;
+  /** Kernel size of each flows set (nftables): two elements per counted connection and per
+   * connection the grace list keeps. */
+  setSize: number;
   /** Records held in memory while the connection log cannot be written. */
   logBuffer: number;
   /** Unix socket path of the API (absolute, resolved against the config file), or undefined. */
@@ -149,6 +155,8 @@ export const KEYS: { [name: string]: KeySpec<keyof Config> } = {
   FOLLOW_CHILDREN: { field: 'followChildren', default: 'yes', parse: boolean, doc: "processes started by a registered process belong to its job" },
   EBPF: { field: 'ebpf', default: 'auto', parse: oneOf('auto', 'off'), doc: 'attribute connections with eBPF tracepoints (auto: when bpftrace works), else /proc only' },
   GC_INTERVAL: { field: 'gcInterval', default: '10', parse: integer(1, 3600, 'seconds'), doc: 'seconds between periodic garbage collections' },
+  LATE_GRACE: { field: 'lateGrace', default: '30', parse: integer(0, 3600, 'seconds'), doc: 'seconds a connection may open before its process is registered and still be counted from its first packet (its counters are kept that long); 0 = off' },
+  SET_SIZE: { field: 'setSize', default: '262144', parse: integer(1024, 16_777_216, 'elements'), doc: "most elements of each nftables flows set (two per connection): room for RULES_THRESHOLD counted connections and the grace list's; bounds the kernel memory used (~100 bytes each)" },
   LOG_BUFFER: { field: 'logBuffer', default: '100000', parse: integer(1, 10_000_000, 'records'), doc: 'records held in memory while the log cannot be written; beyond, records are lost, counted and reported' },
   SOCKET: { field: 'socket', default: '', parse: socketPath, doc: 'also serve the API on this Unix socket (path, relative to the config file); empty: none' },
   SOCKET_MODE: { field: 'socketMode', default: '0660', parse: fileMode, doc: 'permission bits of the Unix socket' },
@@ -216,6 +224,9 @@ export function loadConfig(file: string, overrides: Override[] = [], opts: { fil
   }
   const result = config as unknown as Config;
   if (result.rulesThreshold === 0) result.rulesThreshold = DEFAULT_THRESHOLD[result.engine];
+  if (result.setSize < 2 * result.rulesThreshold + 1024) {
+    throw new ConfigError(`${origins.SET_SIZE}: SET_SIZE = ${result.setSize}: must hold at least 2 × RULES_THRESHOLD (${result.rulesThreshold}) + 1024 elements`);
+  }
   result.logDir = resolve(dirname(path), result.logDir);
   if (result.socket !== undefined) {
     result.socket = resolve(dirname(path), result.socket);

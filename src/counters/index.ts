@@ -13,6 +13,8 @@ export interface EngineConfig {
   capacity: number;
   /** Interfaces to count on (nftables; iptables counts every interface). */
   interfaces?: readonly string[];
+  /** Kernel size of the flows sets (nftables): counted connections and the grace list's. */
+  setSize?: number;
 }
 
 /** The profiler's one entry point: ENGINE from the configuration → an engine. */

@@ -25,6 +25,8 @@ export interface ConnectionRecord {
   counts?: Counts;
   /** The counts miss the connection's beginning (it was open before counting began) or part of it. */
   partial: boolean;
+  /** It opened before its process was registered (late registration). */
+  late?: boolean;
   /** Which source tied the connection to its pid. */
   attribution: string;
   /** Why it was not counted, or other notes. */
@@ -77,6 +79,7 @@ export function toJsonl(r: ConnectionRecord): string {
       bytes_out: r.counts?.bytesOut ?? null,
       packets_out: r.counts?.packetsOut ?? null,
       partial: r.partial,
+      ...(r.late ? { late: true } : {}),
       attribution: r.attribution,
       ...(r.note ? { note: r.note } : {}),
     }) + '\n'

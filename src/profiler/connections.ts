@@ -23,6 +23,10 @@ export interface TrackedConnection {
   finReceived: boolean;
   /** Set once the close has been seen and the record is being made. */
   closing?: 'fin' | 'rst' | 'gc';
+  /** It opened before its process was registered (claimed at the registration). */
+  late?: boolean;
+  /** Both directions had closed (or it was reset) before it was claimed. */
+  closedBeforeClaim?: boolean;
   /** The kernel's counters as last read (for the live view). */
   counts?: Counts;
 }

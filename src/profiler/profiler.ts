@@ -1,5 +1,5 @@
 import type { Config } from '../config/config.js';
-import type { DaemonControl, DaemonObserver, EndResult, Health, JobDetail, JobSummary, Traffic } from '../api/control.js';
+import type { DaemonControl, DaemonObserver, EndResult, Health, JobDetail, JobSummary, Traffic } from './control.js';
 import { Registry, RequestError, isAlive, type ProcessClaim, type ProfiledProcess } from '../registry/registry.js';
 import { ZERO, addCounts, jobSummary, processView } from './views.js';
 import type { ConnectionLog } from '../log/connection-log.js';
@@ -7,8 +7,8 @@ import type { ConnectionRecord, EndReason } from '../log/record.js';
 import type { CounterEngine, Installed } from '../counters/engine.js';
 import type { Capture, CaptureGap } from '../capture/index.js';
 import type { ResolveStack } from '../resolve/index.js';
-import type { ConnKey } from '../connection.js';
 import { ConnectionTracker } from './tracker.js';
+import { Scope } from './scope.js';
 import { diag } from '../util/diag.js';
 
 /** How long a job's view waits for a fresh read of its counters before answering, when this
@@ -22,8 +22,11 @@ export interface ProfilerParts {
   engine?: CounterEngine;
   resolve?: ResolveStack;
   capture?: Capture;
-  /** The interface a connection found without a packet is logged under. */
-  ifaceFor?: (key: ConnKey) => string;
+  /** Which connections are a job's, and which interface (log) each crosses. Default (no
+   * kernel parts, API tests): no routes known. */
+  scope?: Scope;
+  /** Most unclaimed connections whose counters the grace list keeps (room in the flows set). */
+  maxUnclaimed?: number;
 }
 
 /** How often the engine checks that its counters are still in place: nftables checks one of
@@ -64,7 +67,9 @@ export class Profiler implements DaemonControl {
       resolve: parts.resolve,
       followChildren: parts.config.followChildren,
       capacity: parts.config.rulesThreshold,
-      ifaceFor: parts.ifaceFor ?? (() => parts.config.interfaces[0]!),
+      scope: (parts.scope ??= new Scope({ configured: parts.config.interfaces, isLocal: () => false, deviceFor: async () => undefined })),
+      graceMs: parts.config.lateGrace * 1000,
+      maxUnclaimed: parts.maxUnclaimed ?? 100_000,
     });
   }
 
@@ -86,8 +91,8 @@ export class Profiler implements DaemonControl {
 
   /** Logs what a crashed run left (harvested by the engine's start), then listens to capture and
    * starts the periodic garbage collection. */
-  start(recovered: Installed[] = []): void {
-    for (const r of recovered) this.logRecovered(r);
+  async start(recovered: Installed[] = []): Promise<void> {
+    for (const r of recovered) await this.logRecovered(r);
     const capture = this.parts.capture;
     capture?.on('event', (ev) => this.tracker.onEvent(ev));
     capture?.on('gap', (gap) => void this.afterGap(gap));
@@ -128,15 +133,18 @@ export class Profiler implements DaemonControl {
   private async afterGap(gap: CaptureGap): Promise<void> {
     diag.warn('capture gap: rescanning the sockets of profiled processes', { iface: gap.iface, reason: gap.reason, gap_ms: gap.end - gap.start });
     const lineage = this.parts.resolve?.lineage;
-    await this.tracker.adoptOpenConnections(lineage ? lineage.live() : this.registry.processes().map((p) => p.pid));
+    await this.tracker.claimConnectionsOf(lineage ? lineage.live() : this.registry.processes().map((p) => p.pid), { late: false });
   }
 
-  private logRecovered(r: Installed): void {
+  /** A crashed run counted it for a job: it is logged under the interface the kernel routes it
+   * by now (that run's INTERFACE may have differed), never dropped. */
+  private async logRecovered(r: Installed): Promise<void> {
+    const scope = await this.parts.scope!.ofFound(r.key);
     this.record({
       job: r.owner?.job ?? '?',
       pid: r.owner?.pid ?? 0,
       owner: '?',
-      iface: this.parts.ifaceFor?.(r.key) ?? this.parts.config.interfaces[0]!,
+      iface: scope.iface ?? ('device' in scope && scope.device ? scope.device : this.parts.config.interfaces[0]!),
       family: r.key.family,
       localAddr: r.key.localAddr,
       localPort: r.key.localPort,
@@ -203,8 +211,9 @@ export class Profiler implements DaemonControl {
   private async adopt(proc: ProfiledProcess): Promise<void> {
     const lineage = this.parts.resolve?.lineage;
     await lineage?.addRoot(proc.pid);
-    const family = lineage ? [...lineage.live()].filter((pid) => lineage.rootOf(pid) === proc.pid) : [proc.pid];
-    await this.tracker.adoptOpenConnections(family);
+    // Also children that connected and exited before the registration (their fork events).
+    const family = lineage ? lineage.membersOf(proc.pid) : [proc.pid];
+    await this.tracker.claimConnectionsOf(family, { late: true });
   }
 
   shutdown(reason: string): void {
@@ -308,6 +317,10 @@ export class Profiler implements DaemonControl {
     if (this.parts.log.stats.lastError) problems.push(`connection log: ${this.parts.log.stats.lastError}`);
     if (this.parts.log.stats.overflowed) problems.push(`connection log: ${this.parts.log.stats.overflowed} records lost while it could not be written`);
     for (const i of this.parts.capture?.stats() ?? []) if (!i.listening) problems.push(`capture on ${i.iface} is down: ${i.lastError ?? 'restarting'}`);
+    const grace = this.lateGrace();
+    if (grace.shortened_to_s !== null) {
+      problems.push(`LATE_GRACE shortened to ${grace.shortened_to_s} s: ${grace.unclaimed_held} unprofiled connections' counters kept, the most there is room for (${grace.unclaimed_max})`);
+    }
     const tracer = this.parts.resolve?.tracer.status;
     if (tracer && tracer.state !== 'live' && tracer.state !== 'off') problems.push(`eBPF ${tracer.state}${tracer.reason ? `: ${tracer.reason}` : ''}`);
     return {
@@ -315,7 +328,21 @@ export class Profiler implements DaemonControl {
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
       engine: this.parts.engine?.name ?? 'none',
       interfaces: this.parts.config.interfaces,
+      late_grace: grace,
       problems,
+    };
+  }
+
+  /** LATE_GRACE as configured and as it is now: under a flood of unprofiled connections the
+   * grace list gives up its oldest counters early, and says so. */
+  lateGrace(): { configured_s: number; shortened_to_s: number | null; unclaimed_held: number; unclaimed_max: number; released_early: number } {
+    const u = this.tracker.unclaimed.stats();
+    return {
+      configured_s: this.parts.config.lateGrace,
+      shortened_to_s: u.shortestGraceMs === undefined ? null : Math.round(u.shortestGraceMs / 100) / 10,
+      unclaimed_held: u.held,
+      unclaimed_max: this.parts.maxUnclaimed ?? 100_000,
+      released_early: u.releasedEarly,
     };
   }
 
@@ -328,6 +355,7 @@ export class Profiler implements DaemonControl {
       counters_installed: this.parts.engine?.size() ?? 0,
       profiler: this.counters,
       connections: this.tracker.stats,
+      unclaimed: this.tracker.unclaimed.stats(),
       engine_batches: this.tracker.batchStats(),
       resolver: this.parts.resolve?.resolver.stats(),
       ebpf: this.parts.resolve?.tracer.stats(),

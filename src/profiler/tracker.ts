@@ -9,7 +9,13 @@ import { readProcess } from '../registry/process-info.js';
 import { ConnectionTable, type TrackedConnection } from './connections.js';
 import { Batcher } from './batcher.js';
 import { TupleGenerations } from './tuple-generations.js';
+import { UnclaimedConnections, type Unclaimed } from './unclaimed.js';
+import type { Scope } from './scope.js';
+import { REUSED_NOTE, toRecord } from './records.js';
+import { emptyStats, type TrackerStats } from './tracker-stats.js';
 import { diag } from '../util/diag.js';
+
+export type { TrackerStats };
 
 /** Where records go: the connection log, by way of the profiler's totals. */
 export interface RecordSink {
@@ -24,54 +30,26 @@ export interface TrackerParts {
   followChildren: boolean;
   /** RULES_THRESHOLD: at this many counted connections the garbage collector runs first. */
   capacity: number;
-  /** The interface a connection found without a packet (late registration) is logged under. */
-  ifaceFor: (key: ConnKey) => string;
+  /** Which connections are a job's, and the interface (log) of each. */
+  scope: Scope;
+  /** LATE_GRACE in ms (0: off). */
+  graceMs: number;
+  /** Most unclaimed connections whose datapath counters are kept (the flows set's room). */
+  maxUnclaimed: number;
 }
-
-const REUSED_NOTE = 'not counted: a new connection reused its 4-tuple before its counters were read';
 
 /** After both FINs (or an RST) the record waits this long, so the last ACK is counted too. */
 const CLOSE_GRACE_MS = 25;
 /** A connection younger than this is not reclaimed as closed: /proc may lag the SYN. */
 const GC_MIN_AGE_MS = 2_000;
-/** How long a connection that belongs to nobody we profile is remembered, so its FIN and RST
- * are dropped without another lookup. */
+/** How long a connection is remembered after its record is written or its counters are given
+ * up, so that its late FIN, RST or SYN-ACK is recognised without another lookup. */
 const IGNORE_TTL_MS = 30_000;
+/** The full listing sweep is a backstop for counters capture never told us about (its SYN was
+ * not seen): rare, since it lists the whole set. */
+const BACKSTOP_SWEEP_MS = 60_000;
 /** Least time between two collections forced by RULES_THRESHOLD. */
 const THRESHOLD_GC_PAUSE_MS = 1_000;
-/** Unresolved connections remembered for a late attribution (the resolver watches 30 s). */
-const UNRESOLVED_MAX = 10_000;
-
-export interface TrackerStats {
-  events: Record<ConnEvent['kind'], number>;
-  opened: number;
-  closed: Record<EndReason, number>;
-  notProfiled: number;
-  unresolved: number;
-  unresolvedReasons: Record<string, number>;
-  attributedBy: Record<string, number>;
-  duplicateEvents: number;
-  closesOfUnknown: number;
-  tupleReused: number;
-  /** Connections whose 4-tuple a new connection took before their counters were read. */
-  tupleReusedBeforeRead: number;
-  /** The owner had exited by the time its connection was looked at (kept: it was registered). */
-  ownerExitedFirst: number;
-  /** A registered pid now names another process: its new connections are not the job's. */
-  pidReused: number;
-  childrenAdded: number;
-  /** Unresolved when they opened, attributed by a late eBPF event (also still in `unresolved`). */
-  resolvedLate: number;
-  lateFound: number;
-  noRoom: number;
-  /** Times the engine found its counters removed behind its back and reinstalled them. */
-  countersRestored: number;
-  gcRuns: number;
-  gcReclaimed: number;
-  gcSwept: number;
-  engineErrors: number;
-}
-
 /**
  * From connection events to records: resolves who opened a connection, keeps those of profiled
  * processes (and their children) counted, and writes each one's record when it ends. Events of
@@ -81,52 +59,32 @@ export class ConnectionTracker {
   readonly table = new ConnectionTable();
   private readonly chains = new Map<string, Promise<void>>();
   private readonly generations = new TupleGenerations();
-  /** Connections that are not ours, or whose record is written: id → until when to ignore their
-   * events, and whether it was ours (a late FIN or RST of it is a duplicate, not unknown). */
-  private readonly ignored = new Map<string, { until: number; closed: boolean; discarded?: boolean }>();
-  /** Connections nothing could attribute yet, with what was seen of them since. */
-  private readonly unresolved = new Map<string, { ev: ConnEvent; openedBy: 'local' | 'remote'; generation: number; finSent: boolean; finReceived: boolean; rst: boolean }>();
+  /** Our connections whose record is written: id → until when their late events are
+   * duplicates rather than unknown. */
+  private readonly finished = new Map<string, number>();
+  /** Connections nobody profiles (yet): the grace list a late registration claims from. */
+  readonly unclaimed: UnclaimedConnections;
   private readonly begins: Batcher<BeginItem, BeginOutcome> | undefined;
   private readonly ends: Batcher<ConnKey, Counts | undefined> | undefined;
   private readonly discards: Batcher<ConnKey, undefined> | undefined;
   private gcRunning: Promise<void> | undefined;
   private lastGcEnd = 0;
+  private lastBackstopSweep = Date.now();
   /** When the engine last had to reinstall its counters (someone flushed them). */
   private countersRestartedAt = 0;
   private readonly liveCache = new Map<number, { at: number; info: ReturnType<typeof readProcess> }>();
   private refreshing: { at: number; done: Promise<void> } | undefined;
-  readonly stats: TrackerStats = {
-    events: { syn: 0, 'syn-ack': 0, fin: 0, rst: 0 },
-    opened: 0,
-    closed: { fin: 0, rst: 0, 'process-end': 0, 'job-end': 0, shutdown: 0, recovered: 0, gc: 0 },
-    notProfiled: 0,
-    unresolved: 0,
-    unresolvedReasons: {},
-    attributedBy: {},
-    duplicateEvents: 0,
-    closesOfUnknown: 0,
-    tupleReused: 0,
-    tupleReusedBeforeRead: 0,
-    ownerExitedFirst: 0,
-    pidReused: 0,
-    childrenAdded: 0,
-    resolvedLate: 0,
-    lateFound: 0,
-    noRoom: 0,
-    countersRestored: 0,
-    gcRuns: 0,
-    gcReclaimed: 0,
-    gcSwept: 0,
-    engineErrors: 0,
-  };
+  readonly stats: TrackerStats = emptyStats();
 
   constructor(private readonly parts: TrackerParts) {
     const engine = parts.engine;
     if (engine) {
       this.begins = new Batcher((items) => engine.begin(items), { maxItems: 5000, delayMs: 5 });
       this.ends = new Batcher((keys) => engine.end(keys), { maxItems: 5000, delayMs: 5 });
-      this.discards = new Batcher(async (keys) => (await engine.discard(keys), keys.map(() => undefined)), { maxItems: 5000, delayMs: 50 });
+      // One listing per batch with nft: a whole grace period's expiries go in one.
+      this.discards = new Batcher(async (keys) => (await engine.discard(keys), keys.map(() => undefined)), { maxItems: 100_000, delayMs: 50 });
     }
+    this.unclaimed = new UnclaimedConnections({ graceMs: parts.graceMs, rememberMs: Math.max(parts.graceMs, IGNORE_TTL_MS), maxHeld: parts.maxUnclaimed });
     parts.resolve?.resolver.on('refined', (key: ConnKey, now: Attribution) => this.refine(key, now));
   }
 
@@ -147,7 +105,7 @@ export class ConnectionTracker {
     void next.finally(() => {
       if (this.chains.get(id) !== next) return;
       this.chains.delete(id);
-      if (!this.table.has(id)) this.generations.release(id);
+      if (!this.table.has(id) && !this.unclaimed.has(id)) this.generations.release(id);
     });
   }
 
@@ -180,30 +138,34 @@ export class ConnectionTracker {
           if (ev.kind === 'syn') this.stats.duplicateEvents += 1;
           return;
         }
-      } else if (this.isIgnored(id, ev.time)) {
+      } else if (this.isFinished(id, ev.time)) {
         if (ev.kind === 'syn-ack') return;
-        this.ignored.delete(id); // a new connection on a tuple seen before: look again
+        this.finished.delete(id); // a new connection on a tuple seen before: look again
+      } else {
+        const u = this.unclaimed.get(id);
+        if (u && u.generation === gen) {
+          if (ev.kind === 'syn') this.stats.duplicateEvents += 1;
+          return; // a SYN-ACK confirms it, a second SYN is a retransmission
+        }
+        // A new connection on the tuple: its SYN replaced the old one's counters.
+        if (u) this.unclaimed.forget(id);
       }
       // We sent the SYN, or received the SYN-ACK: opened here.
       const openedBy = (ev.kind === 'syn') === ev.sent ? 'local' : 'remote';
       return this.open(ev, id, openedBy, gen);
     }
     if (!tracked) {
-      const pending = this.unresolved.get(id);
-      if (pending) {
-        if (ev.kind === 'rst') pending.rst = true;
-        else if (ev.sent) pending.finSent = true;
-        else pending.finReceived = true;
-        return; // its counters stay until it is resolved or forgotten
+      const u = this.unclaimed.get(id);
+      if (u && u.generation === gen) {
+        if (ev.kind === 'rst') u.rst = true;
+        else if (ev.sent) u.finSent = true;
+        else u.finReceived = true;
+        // With LATE_GRACE = 0 nobody can claim it once it closed: its counters can go now.
+        if (this.unclaimed.graceMs === 0 && u.pid !== undefined && isClosed(u) && this.unclaimed.isHeld(id)) this.giveUp([u]);
+        return;
       }
-      const ignored = this.ignored.get(id);
-      if (!ignored) this.stats.closesOfUnknown += 1;
-      else if (ignored.closed) this.stats.duplicateEvents += 1;
-      else if (!ignored.discarded && this.discards && !this.generations.superseded(id, gen)) {
-        // Not ours and closing: its datapath counters can go now rather than at a sweep.
-        ignored.discarded = true;
-        this.discards.push(ev.key).catch((e: Error) => diag.warn('discarding counters failed', { error: e.message }));
-      }
+      if (this.isFinished(id, ev.time)) this.stats.duplicateEvents += 1;
+      else this.stats.closesOfUnknown += 1;
       return;
     }
     if (tracked.closing) {
@@ -217,7 +179,31 @@ export class ConnectionTracker {
     if (tracked.finSent && tracked.finReceived) return this.scheduleClose(tracked, 'fin');
   }
 
+  /** Discards the datapath counters of unclaimed connections whose grace is over (unless a new
+   * connection took the tuple: then they are the new one's). */
+  private giveUp(list: readonly Unclaimed[]): void {
+    const keys: ConnKey[] = [];
+    for (const u of list) {
+      this.unclaimed.release(u);
+      if (!this.generations.superseded(u.id, u.generation) && !this.table.has(u.id)) keys.push(u.key);
+    }
+    if (!this.discards) return;
+    for (const k of keys) this.discards.push(k).catch((e: Error) => diag.warn('discarding counters failed', { error: e.message }));
+  }
+
+  /** Remembers a connection nobody profiles, in the grace list; gives up the oldest when full. */
+  private leaveUnclaimed(u: Unclaimed): void {
+    const early = this.unclaimed.add(u);
+    if (early.length) this.giveUp(early);
+  }
+
   private async open(ev: ConnEvent, id: string, openedBy: 'local' | 'remote', generation: number): Promise<void> {
+    const base: Unclaimed = { id, key: ev.key, iface: ev.iface, time: ev.time, openedBy, generation, finSent: false, finReceived: false, rst: false };
+    const scope = this.parts.scope.ofCaptured(ev.key, ev.iface);
+    if (scope.iface === undefined) {
+      this.stats.ownApi += 1;
+      return this.leaveUnclaimed({ ...base, reason: scope.why });
+    }
     const resolver = this.parts.resolve?.resolver;
     const attribution: Attribution = resolver
       ? await resolver.resolve(ev.key, { opener: openedBy, time: ev.time })
@@ -226,24 +212,32 @@ export class ConnectionTracker {
       this.stats.unresolved += 1;
       const why = attribution.reason.split(';')[0]!.replace(/\d+/g, 'N');
       this.stats.unresolvedReasons[why] = (this.stats.unresolvedReasons[why] ?? 0) + 1;
-      this.ignore(id, ev.time);
       // The resolver keeps watching: an eBPF event read late may still name the process.
-      if (this.unresolved.size >= UNRESOLVED_MAX) this.unresolved.delete(this.unresolved.keys().next().value!);
-      this.unresolved.set(id, { ev, openedBy, generation, finSent: false, finReceived: false, rst: false });
-      return;
+      return this.leaveUnclaimed({ ...base, reason: attribution.reason });
     }
     const proc = this.profiledProcess(attribution.pid);
     if (!proc) {
       this.stats.notProfiled += 1;
-      this.ignore(id, ev.time);
-      return;
+      // Its process may be registered within LATE_GRACE: then it is claimed with its counts.
+      return this.leaveUnclaimed({ ...base, pid: attribution.pid, source: attribution.source });
     }
     this.stats.attributedBy[attribution.source] = (this.stats.attributedBy[attribution.source] ?? 0) + 1;
-    await this.track({ key: ev.key, iface: ev.iface, proc, openedBy, start: ev.time, attribution: attribution.source, generation });
+    await this.track({ key: ev.key, iface: scope.iface, proc, openedBy, start: ev.time, attribution: attribution.source, generation });
   }
 
   /** Starts tracking and counting a connection of a profiled process. */
-  private async track(c: { key: ConnKey; iface: string; proc: ProfiledProcess; openedBy: TrackedConnection['openedBy']; start?: number; attribution: string; generation?: number }): Promise<TrackedConnection> {
+  private async track(c: {
+    key: ConnKey;
+    iface: string;
+    proc: ProfiledProcess;
+    openedBy: TrackedConnection['openedBy'];
+    start?: number;
+    attribution: string;
+    generation?: number;
+    /** The datapath has counted it since `start` (default: when start is known). */
+    countedSinceStart?: boolean;
+    late?: boolean;
+  }): Promise<TrackedConnection> {
     const id = keyString(c.key);
     const conn: TrackedConnection = {
       id,
@@ -259,10 +253,11 @@ export class ConnectionTracker {
       counting: 'no-room',
       finSent: false,
       finReceived: false,
+      ...(c.late ? { late: true } : {}),
     };
     this.table.add(conn);
     this.stats.opened += 1;
-    conn.begun = this.beginCounting(conn).then((outcome) => {
+    conn.begun = this.beginCounting(conn, c.countedSinceStart ?? c.start !== undefined).then((outcome) => {
       // Counters reinstalled after this connection opened and before its begin went through:
       // what it sent before is gone with the flushed ones.
       conn.counting = outcome === 'from-first-packet' && this.countersRestartedAt > (conn.start ?? 0) ? 'from-now' : outcome;
@@ -272,11 +267,11 @@ export class ConnectionTracker {
     return conn;
   }
 
-  private async beginCounting(conn: TrackedConnection): Promise<BeginOutcome> {
+  private async beginCounting(conn: TrackedConnection, seenOpening: boolean): Promise<BeginOutcome> {
     if (!this.begins || !this.parts.engine) return 'no-room';
     if (this.parts.engine.size() >= this.parts.capacity) await this.thresholdGc();
     try {
-      const item: BeginItem = { key: conn.key, owner: { job: conn.job, pid: conn.pid }, seenOpening: conn.start !== undefined };
+      const item: BeginItem = { key: conn.key, owner: { job: conn.job, pid: conn.pid }, seenOpening };
       let outcome = await this.begins.push(item);
       if (outcome === 'no-room' && (await this.thresholdGc())) outcome = await this.begins.push(item);
       if (outcome === 'no-room') {
@@ -345,7 +340,11 @@ export class ConnectionTracker {
   private refine(key: ConnKey, now: Attribution): void {
     if (now.pid === undefined) return;
     const id = keyString(key);
-    if (this.unresolved.has(id)) return this.enqueue(id, () => this.resolvedLate(id, now.pid!, now.source), 'refined');
+    const u = this.unclaimed.get(id);
+    if (u) {
+      if (u.reason === 'own-api' || u.pid !== undefined) return;
+      return this.enqueue(id, () => this.resolvedLate(u, now.pid!, now.source), 'refined');
+    }
     const conn = this.table.get(key);
     if (!conn || now.pid === conn.pid) return;
     const proc = this.profiledProcess(now.pid);
@@ -357,42 +356,82 @@ export class ConnectionTracker {
     this.table.add(conn);
   }
 
-  private async resolvedLate(id: string, pid: number, source: string): Promise<void> {
-    const u = this.unresolved.get(id);
-    if (!u) return;
-    this.unresolved.delete(id);
+  private async resolvedLate(u: Unclaimed, pid: number, source: string): Promise<void> {
+    if (this.unclaimed.get(u.id) !== u) return;
+    u.pid = pid; // not profiled now: a registration within the grace may still claim it
+    u.source = source;
+    delete u.reason;
     const proc = this.profiledProcess(pid);
     if (!proc) return;
-    this.ignored.delete(id);
     this.stats.resolvedLate += 1;
-    const conn = await this.track({ key: u.ev.key, iface: u.ev.iface, proc, openedBy: u.openedBy, start: u.ev.time, attribution: `${source}-late`, generation: u.generation });
+    await this.claimUnclaimed(u, proc, `${source}-late`, false);
+  }
+
+  /** Tracks a connection from the grace list, with what was seen of it meanwhile; one that
+   * already closed is logged at once. */
+  private async claimUnclaimed(u: Unclaimed, proc: ProfiledProcess, attribution: string, late: boolean): Promise<void> {
+    const held = this.unclaimed.claim(u.id) !== undefined;
+    this.unclaimed.forget(u.id);
+    const scope = this.parts.scope.ofCaptured(u.key, u.iface);
+    if (scope.iface === undefined) return;
+    const closed = isClosed(u);
+    if (late) {
+      this.stats.lateClaimed += 1;
+      if (closed) this.stats.lateClosed += 1;
+    }
+    const conn = await this.track({ key: u.key, iface: scope.iface, proc, openedBy: u.openedBy, start: u.time, attribution, generation: u.generation, countedSinceStart: held, late });
     conn.finSent = u.finSent;
     conn.finReceived = u.finReceived;
+    if (closed) conn.closedBeforeClaim = true;
     if (u.rst) await this.scheduleClose(conn, 'rst');
     else if (u.finSent && u.finReceived) await this.scheduleClose(conn, 'fin');
   }
 
   /**
-   * Finds the open connections of these processes from their fd tables: late registration (the
-   * process connected before the scheduler told us) and capture gaps. Counted from their first
-   * packet when the datapath already holds them, else from now (partial).
+   * A registration (late: the process may have connected before the scheduler told us) or a
+   * capture gap: claims these processes' connections. From the grace list first — those seen
+   * opening, counted from their first packet, also the ones that have closed since — then from
+   * their fd tables the open ones nothing saw open, placed by the kernel's route (counted from
+   * their first packet when the datapath still holds them, else from now: partial).
    */
-  async adoptOpenConnections(pids: Iterable<number>): Promise<number> {
-    const found = await socketsOf(pids).catch((e: Error) => {
+  async claimConnectionsOf(pids: Iterable<number>, opts: { late: boolean }): Promise<number> {
+    const family = new Set(pids);
+    let claimed = 0;
+    const own = (pid: number | undefined): ProfiledProcess | undefined => (pid !== undefined && family.has(pid) ? this.profiledProcess(pid) : undefined);
+    for (const u of this.unclaimed.heldWhere((x) => x.pid !== undefined && family.has(x.pid))) {
+      const proc = own(u.pid);
+      if (!proc || this.table.has(u.id) || this.chains.has(u.id)) continue;
+      claimed += 1;
+      this.enqueue(u.id, () => this.claimUnclaimed(u, proc, u.source ?? 'ebpf', opts.late), 'claim');
+    }
+    await this.settle();
+    const found = await socketsOf(family).catch((e: Error) => {
       diag.warn('cannot read the socket tables', { error: e.message });
       return [];
     });
-    let adopted = 0;
     for (const s of found) {
-      if (this.table.get(s.key) || this.chains.has(keyString(s.key))) continue;
+      const id = keyString(s.key);
+      if (this.table.has(id) || this.chains.has(id)) continue;
       // A registered process, or (FOLLOW_CHILDREN) a descendant, which joins its ancestor's job.
       const proc = this.profiledProcess(s.pid);
       if (!proc) continue;
+      const u = this.unclaimed.get(id);
+      if (u && u.reason !== 'own-api') {
+        claimed += 1;
+        await this.claimUnclaimed(u, proc, 'procfs', opts.late);
+        continue;
+      }
+      const scope = await this.parts.scope.ofFound(s.key);
+      if (scope.iface === undefined) {
+        if (scope.why === 'own-api') this.stats.ownApi += 1;
+        else this.stats.outOfScope[scope.why] = (this.stats.outOfScope[scope.why] ?? 0) + 1;
+        continue;
+      }
       this.stats.lateFound += 1;
-      adopted += 1;
-      await this.track({ key: s.key, iface: this.parts.ifaceFor(s.key), proc, openedBy: 'unknown', attribution: 'procfs' });
+      claimed += 1;
+      await this.track({ key: s.key, iface: scope.iface, proc, openedBy: 'unknown', attribution: 'procfs', late: opts.late });
     }
-    return adopted;
+    return claimed;
   }
 
   /** The daemon's last act: one read of every counter, one record per connection. The engine's
@@ -449,7 +488,7 @@ export class ConnectionTracker {
       if (this.table.get(c.key) !== c) return; // finished by someone else meanwhile
       this.table.delete(c);
       if (!this.chains.has(c.id)) this.generations.release(c.id);
-      this.ignore(c.id, Date.now(), true);
+      this.finished.set(c.id, Date.now() + IGNORE_TTL_MS);
       this.stats.closed[reason] += 1;
       this.parts.log.write(toRecord(c, reason, finals[i], superseded[i] ? REUSED_NOTE : note));
     });
@@ -534,52 +573,29 @@ export class ConnectionTracker {
     await this.finish(reclaim, 'gc');
     this.stats.gcReclaimed += reclaim.length;
     for (const p of dead) if (p.parent !== undefined) registry.remove(p); // children: nobody will end them
-    if (this.parts.engine) {
-      const inUse = this.table.all().map((c) => c.key);
+    const { released, forgotten } = this.unclaimed.expire(now);
+    this.giveUp(released);
+    for (const id of forgotten) if (!this.chains.has(id) && !this.table.has(id)) this.generations.release(id);
+    if (this.parts.engine && now - this.lastBackstopSweep >= BACKSTOP_SWEEP_MS) {
+      this.lastBackstopSweep = now;
+      // Kept: what we count, and the grace list's counters (a registration may claim them).
+      const inUse = [...this.table.all().map((c) => c.key), ...this.unclaimed.heldKeys()];
       this.stats.gcSwept += await this.parts.engine.sweep(inUse).catch((e: Error) => {
         this.stats.engineErrors += 1;
         diag.warn('sweeping unclaimed counters failed', { error: e.message });
         return 0;
       });
     }
-    for (const [id, { until }] of this.ignored) if (until < now) this.ignored.delete(id);
-    for (const [id, u] of this.unresolved) if (now - u.ev.time > IGNORE_TTL_MS) this.unresolved.delete(id);
+    for (const [id, until] of this.finished) if (until < now) this.finished.delete(id);
     if (reclaim.length) diag.info('garbage collected', { why, reclaimed: reclaim.length, dead_processes: dead.length });
   }
 
-  private ignore(id: string, time: number, closed = false): void {
-    this.ignored.set(id, { until: time + IGNORE_TTL_MS, closed });
-  }
-
-  private isIgnored(id: string, time: number): boolean {
-    const entry = this.ignored.get(id);
-    return entry !== undefined && entry.until >= time;
+  private isFinished(id: string, time: number): boolean {
+    const until = this.finished.get(id);
+    return until !== undefined && until >= time;
   }
 }
 
-function toRecord(c: TrackedConnection, reason: EndReason, counts: Counts | undefined, note?: string): ConnectionRecord {
-  return {
-    job: c.job,
-    pid: c.pid,
-    owner: c.owner,
-    iface: c.iface,
-    family: c.key.family,
-    localAddr: c.key.localAddr,
-    localPort: c.key.localPort,
-    remoteAddr: c.key.remoteAddr,
-    remotePort: c.key.remotePort,
-    openedBy: c.openedBy,
-    start: c.start,
-    end: Date.now(),
-    reason,
-    counts,
-    partial: counts !== undefined && (c.counting === 'from-now' || counts.incomplete === true),
-    attribution: c.attribution,
-    note:
-      counts === undefined
-        ? (note ?? (c.counting === 'no-room' ? 'not counted: RULES_THRESHOLD reached or engine error' : 'counter missing'))
-        : counts.incomplete
-          ? 'one direction was not counted (the kernel did not create its counter): a lower bound'
-          : undefined,
-  };
+function isClosed(u: Unclaimed): boolean {
+  return u.rst || (u.finSent && u.finReceived);
 }

@@ -1,4 +1,4 @@
-import type { ConnectionView, JobSummary, ProcessView, Traffic } from '../api/control.js';
+import type { ConnectionView, JobSummary, ProcessView, Traffic } from './control.js';
 import type { Counts } from '../counters/engine.js';
 import { isAlive, type Job, type ProfiledProcess } from '../registry/registry.js';
 import type { ConnectionTable, TrackedConnection } from './connections.js';
@@ -58,6 +58,7 @@ export function connectionView(c: TrackedConnection): ConnectionView {
     state: c.closing ? 'closing' : c.finSent || c.finReceived ? 'half-closed' : 'open',
     counted: c.counting !== 'no-room',
     partial: c.counting === 'from-now',
+    late: c.late === true,
     attribution: c.attribution,
     ...t,
   };

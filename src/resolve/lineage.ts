@@ -101,6 +101,11 @@ export class Lineage extends EventEmitter {
     return this.alive;
   }
 
+  /** Processes of a root's family, live or exited within the grace time (the root included). */
+  membersOf(root: number): number[] {
+    return [...this.records.values()].filter((r) => r.root === root).map((r) => r.pid);
+  }
+
   isTracked(pid: number): boolean {
     return this.alive.has(pid);
   }

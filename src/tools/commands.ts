@@ -1,4 +1,4 @@
-import type { Health, JobSummary } from '../api/control.js';
+import type { Health, JobSummary } from '../profiler/control.js';
 import { EXIT, UsageError, callJson, describe, jobPath, type Endpoint } from './client.js';
 import { bytes, table } from './format.js';
 

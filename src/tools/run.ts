@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
-import type { ConnectionView, JobDetail } from '../api/control.js';
+import type { ConnectionView, JobDetail } from '../profiler/control.js';
 import { EXIT, RefusedError, UnreachableError, call, callJson, jobPath, type Endpoint } from './client.js';
 import { register } from './commands.js';
 import { bytes, endpointText, table } from './format.js';

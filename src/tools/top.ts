@@ -1,4 +1,4 @@
-import type { Health, JobDetail, JobSummary } from '../api/control.js';
+import type { Health, JobDetail, JobSummary } from '../profiler/control.js';
 import { EXIT, callJson, describe, jobPath, type Endpoint } from './client.js';
 import { bytes, endpointText, rate, table, when } from './format.js';
 

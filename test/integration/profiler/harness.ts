@@ -28,7 +28,9 @@ export interface LoggedConnection {
   bytes_out: number;
   packets_out: number;
   partial: boolean;
+  late?: boolean;
   attribution: string;
+  note?: string;
 }
 
 /**
@@ -41,19 +43,33 @@ export class World {
   private readonly children: ChildProcess[] = [];
   private constructor(
     readonly pair: Pair,
-    readonly daemon: RunningDaemon,
+    public daemon: RunningDaemon,
+    private readonly config: Record<string, string>,
   ) {}
 
   static async create(tag: string, config: Record<string, string> = {}): Promise<World> {
     const pair = await createPair(tag);
     try {
       await startOracle(pair.node.ns);
-      const daemon = await startDaemon(pair.node.ns, { INTERFACE: 'veth0,lo', LOG_FORMAT: 'jsonl', ...config });
-      return new World(pair, daemon);
+      const full = { INTERFACE: 'veth0,lo', LOG_FORMAT: 'jsonl', ...config };
+      const daemon = await startDaemon(pair.node.ns, full);
+      return new World(pair, daemon, full);
     } catch (e) {
       await pair.destroy();
       throw e;
     }
+  }
+
+  /** Stops the daemon (cleanly, unless it is already dead) and starts a new one, with these
+   * settings over the world's; records() then reads the new one's log. */
+  async restartDaemon(config: Record<string, string>): Promise<RunningDaemon> {
+    const old = this.daemon;
+    if (old.child.exitCode === null && old.child.signalCode === null) {
+      await old.curl('/shutdown');
+      await exited(old.child);
+    } else await exited(old.child);
+    this.daemon = await startDaemon(this.pair.node.ns, { ...this.config, ...config });
+    return this.daemon;
   }
 
   get node() {

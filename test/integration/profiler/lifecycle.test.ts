@@ -45,7 +45,8 @@ describe('connections that outlive the profile', () => {
     client.stdin!.end();
     await exited(client);
     const [r] = await w.waitForRecords(1, (x) => x.job === 'late.0');
-    expect(r).toMatchObject({ pid: client.pid, remote_port: port, end_reason: 'fin', attribution: 'procfs', partial: false });
+    // Claimed at the registration from the grace list (its SYN was seen), counted from its first packet.
+    expect(r).toMatchObject({ pid: client.pid, remote_port: port, end_reason: 'fin', partial: false, late: true });
     expect(r!.bytes_out).toBeGreaterThan(50_000); // the 20 kB sent before registration too
     await w.expectOracleMatch([r!]);
   });
@@ -63,7 +64,7 @@ describe('connections that outlive the profile', () => {
     sh.stdin!.end();
     await exited(sh);
     const [r] = await w.waitForRecords(1, (x) => x.job === 'latechild.0');
-    expect(r).toMatchObject({ remote_port: port, end_reason: 'fin', attribution: 'procfs', partial: false });
+    expect(r).toMatchObject({ remote_port: port, end_reason: 'fin', partial: false, late: true });
     expect(r!.pid).not.toBe(sh.pid);
     expect(r!.bytes_out).toBeGreaterThan(15_000);
     await w.expectOracleMatch([r!]);

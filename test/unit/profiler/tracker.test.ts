@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { EventEmitter } from 'node:events';
 import { ConnectionTracker } from '../../../src/profiler/tracker.js';
 import { Registry } from '../../../src/registry/registry.js';
+import { Scope } from '../../../src/profiler/scope.js';
 import type { ConnEvent } from '../../../src/capture/events.js';
 import type { ConnKey } from '../../../src/connection.js';
 import type { BeginOutcome, CounterEngine, Counts } from '../../../src/counters/engine.js';
@@ -14,7 +15,11 @@ import { sleeper } from '../../support/procs.js';
 // conntrack in the integration tests); what is checked is which connections the tracker
 // begins, ends and logs, and why.
 const kid = sleeper();
-afterAll(() => kid.kill('SIGKILL'));
+const later = sleeper(); // registered only after its connections opened
+afterAll(() => {
+  kid.kill('SIGKILL');
+  later.kill('SIGKILL');
+});
 
 class LedgerEngine implements CounterEngine {
   readonly name = 'nftables' as const;
@@ -26,7 +31,8 @@ class LedgerEngine implements CounterEngine {
   end = async (keys: readonly ConnKey[]): Promise<Array<Counts | undefined>> => keys.map((k) => (this.ended.push(id(k)), this.begun.delete(id(k)), counts));
   forgotten: string[] = [];
   forget = async (keys: readonly ConnKey[]) => void keys.forEach((k) => (this.forgotten.push(id(k)), this.begun.delete(id(k))));
-  discard = async () => undefined;
+  discarded: string[] = [];
+  discard = async (keys: readonly ConnKey[]) => void keys.forEach((k) => this.discarded.push(id(k)));
   sweep = async () => 0;
   repair = async () => undefined;
   list = async () => [];
@@ -36,7 +42,7 @@ class LedgerEngine implements CounterEngine {
 const counts: Counts = { bytesIn: 100, packetsIn: 2, bytesOut: 200, packetsOut: 3 };
 const id = (k: ConnKey) => `${k.localPort}-${k.remotePort}`;
 
-function setup(owner: (key: ConnKey) => number | undefined, opts: { reused?: boolean } = {}) {
+function setup(owner: (key: ConnKey) => number | undefined, opts: { reused?: boolean; graceMs?: number; maxUnclaimed?: number } = {}) {
   const registry = new Registry();
   const info = registry.verify({ pid: kid.pid! });
   // reused: what was registered under this pid was an earlier process (another start time).
@@ -56,9 +62,11 @@ function setup(owner: (key: ConnKey) => number | undefined, opts: { reused?: boo
     resolve: { resolver, lineage: { rootOf: () => undefined } } as unknown as ResolveStack,
     followChildren: true,
     capacity: 100,
-    ifaceFor: () => 'eth0',
+    scope: new Scope({ configured: ['eth0'], isLocal: (a) => a === '10.0.0.1', deviceFor: async () => 'eth0', api: { addr: '10.0.0.1', port: 8080 } }),
+    graceMs: opts.graceMs ?? 30_000,
+    maxUnclaimed: opts.maxUnclaimed ?? 1000,
   });
-  return { tracker, records, engine, resolver };
+  return { tracker, records, engine, resolver, registry };
 }
 
 const key = (localPort: number): ConnKey => ({ family: 4, localAddr: '10.0.0.1', localPort, remoteAddr: '10.0.0.2', remotePort: 80 });
@@ -214,5 +222,85 @@ describe('connection events to records', () => {
     expect(records).toHaveLength(1);
     expect(records[0]).toMatchObject({ reason: 'fin', pid: kid.pid, attribution: 'ebpf-connect-late', partial: false });
     expect(tracker.stats.resolvedLate).toBe(1);
+  });
+});
+
+describe('scope and late registration', () => {
+  const apiKey = (remotePort: number): ConnKey => ({ family: 4, localAddr: '10.0.0.1', localPort: 8080, remoteAddr: '10.0.0.2', remotePort });
+  const lateRegister = async (t: ConnectionTracker, registry: Registry) => {
+    registry.add('late-job', registry.verify({ pid: later.pid! }));
+    return t.claimConnectionsOf([later.pid!], { late: true });
+  };
+
+  it('never tracks a connection to or from the daemon\'s own API', async () => {
+    const { tracker, records, engine } = setup(() => kid.pid);
+    tracker.onEvent({ kind: 'syn', time: Date.now(), iface: 'eth0', key: apiKey(5555), sent: false });
+    await settle(tracker);
+    expect(engine.begun.size).toBe(0);
+    expect(tracker.stats.ownApi).toBe(1);
+    expect(records).toEqual([]);
+  });
+
+  it('claims a connection that opened and closed before its process was registered, counted, flagged late', async () => {
+    const { tracker, records, engine, registry } = setup(() => later.pid);
+    tracker.onEvent(ev('syn', 4000, true));
+    tracker.onEvent(ev('fin', 4000, false));
+    tracker.onEvent(ev('fin', 4000, true));
+    tracker.onEvent(ev('syn', 4001, true)); // still open at the registration
+    await settle(tracker);
+    expect(records).toEqual([]);
+    expect(engine.discarded).toEqual([]); // closed, but within the grace: its counters stay
+    expect(await lateRegister(tracker, registry)).toBe(2);
+    await settle(tracker);
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({ job: 'late-job', pid: later.pid, reason: 'fin', counts, partial: false, late: true });
+    expect(tracker.table.get(key(4001))).toMatchObject({ job: 'late-job', late: true });
+    expect(tracker.stats).toMatchObject({ lateClaimed: 2, lateClosed: 1 });
+  });
+
+  it('gives up unclaimed counters after the grace: a registration then counts from now (partial)', async () => {
+    const { tracker, records, engine, registry } = setup(() => later.pid, { graceMs: 50 });
+    tracker.onEvent(ev('syn', 4100, true));
+    tracker.onEvent(ev('fin', 4100, false));
+    tracker.onEvent(ev('fin', 4100, true));
+    await settle(tracker);
+    await new Promise((r) => setTimeout(r, 80));
+    await tracker.gc('periodic');
+    await settle(tracker);
+    expect(engine.discarded).toEqual([id(key(4100))]);
+    expect(await lateRegister(tracker, registry)).toBe(0);
+    expect(records).toEqual([]);
+  });
+
+  it('with LATE_GRACE = 0 gives up a closed unclaimed connection\'s counters at once', async () => {
+    const { tracker, engine } = setup(() => later.pid, { graceMs: 0 });
+    tracker.onEvent(ev('syn', 4200, true));
+    tracker.onEvent(ev('rst', 4200, false));
+    await settle(tracker);
+    expect(engine.discarded).toEqual([id(key(4200))]);
+  });
+
+  it('bounds the grace list: beyond its room the oldest counters go early, and that is reported', async () => {
+    const { tracker, engine } = setup(() => later.pid, { maxUnclaimed: 3 });
+    for (let p = 4300; p < 4305; p++) tracker.onEvent(ev('syn', p, true, Date.now() - 1000));
+    await settle(tracker);
+    expect(engine.discarded).toEqual([id(key(4300)), id(key(4301))]);
+    const st = tracker.unclaimed.stats();
+    expect(st).toMatchObject({ held: 3, releasedEarly: 2 });
+    expect(st.shortestGraceMs).toBeGreaterThanOrEqual(1000);
+    expect(st.shortestGraceMs).toBeLessThan(30_000);
+  });
+
+  it('a new connection on an unclaimed tuple keeps its counters: the old one\'s are not discarded over it', async () => {
+    const { tracker, engine, registry, records } = setup(() => later.pid, { graceMs: 0 });
+    tracker.onEvent(ev('syn', 4400, true));
+    tracker.onEvent(ev('fin', 4400, true));
+    tracker.onEvent(ev('syn', 4400, true)); // reuse before the old one was handled
+    await settle(tracker);
+    expect(engine.discarded).toEqual([]);
+    await lateRegister(tracker, registry);
+    await settle(tracker);
+    expect(tracker.table.get(key(4400))).toBeDefined(); // the new one, still open
+    expect(records).toEqual([]);
   });
 });

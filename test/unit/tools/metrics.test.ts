@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { DaemonControl, DaemonObserver, JobDetail } from '../../../src/api/control.js';
+import type { DaemonControl, DaemonObserver, JobDetail } from '../../../src/profiler/control.js';
 import type { ConnectionRecord } from '../../../src/log/record.js';
 import { Metrics } from '../../../src/api/metrics.js';
 
@@ -25,8 +25,8 @@ function fakeDaemon() {
   return { control, jobs, record: (r: ConnectionRecord) => observer.record?.(r), ended: (j: string) => observer.jobEnded?.(j) };
 }
 
-const conn = (bytesIn: number) => ({ interface: 'eth0', local_addr: '10.0.0.1', local_port: 5000, remote_addr: '192.0.2.9', remote_port: 443, opened_by: 'local', since: null, state: 'open', counted: true, partial: false, attribution: 'x', bytes_in: bytesIn, bytes_out: 10, packets_in: 2, packets_out: 1 });
-const rec = (pid: number, bytesIn: number): ConnectionRecord => ({ job: 'J', pid, owner: 'root', iface: 'eth0', family: 4, localAddr: '10.0.0.1', localPort: 6000, remoteAddr: '192.0.2.9', remotePort: 443, openedBy: 'local', end: 0, reason: 'fin', counts: { bytesIn, bytesOut: 5, packetsIn: 1, packetsOut: 1 }, partial: false, attribution: 'x' });
+const conn = (bytesIn: number) => ({ interface: 'eth0', local_addr: '10.0.0.1', local_port: 5000, remote_addr: '192.0.2.9', remote_port: 443, opened_by: 'local', since: null, state: 'open', counted: true, partial: false, late: false, attribution: 'x', bytes_in: bytesIn, bytes_out: 10, packets_in: 2, packets_out: 1 });
+const rec = (pid: number, bytesIn: number): ConnectionRecord => ({ job: 'J', pid, owner: 'root', iface: 'eth0', family: 4, localAddr: '10.0.0.1', localPort: 6000, remoteAddr: '192.0.2.9', remotePort: 443, openedBy: 'local', end: 0, reason: 'fin', counts: { bytesIn, bytesOut: 5, packetsIn: 1, packetsOut: 1 }, partial: false, late: false, attribution: 'x' });
 
 describe('GET /metrics', () => {
   it('per job and per process: open connections live plus closed ones; daemon health; no addresses or ports; ended jobs kept for the grace period', async () => {

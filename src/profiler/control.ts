@@ -57,6 +57,8 @@ export interface ConnectionView extends Traffic {
   state: string;
   counted: boolean;
   partial: boolean;
+  /** It opened before its process was registered. */
+  late: boolean;
   attribution: string;
 }
 
@@ -81,5 +83,8 @@ export interface Health {
   uptime_s: number;
   engine: string;
   interfaces: string[];
+  /** LATE_GRACE as configured, and the age at which unclaimed counters were last given up early
+   * (null: never in the last minute). */
+  late_grace: { configured_s: number; shortened_to_s: number | null; unclaimed_held: number; unclaimed_max: number; released_early: number };
   problems: string[];
 }
