@@ -1,13 +1,13 @@
 import { keyString, type ConnKey } from '../connection.js';
 import type { ConnEvent } from '../capture/events.js';
-import type { BeginItem, BeginOutcome, CounterEngine, Counts } from '../counters/engine.js';
+import type { CounterEngine } from '../counters/engine.js';
 import type { Attribution, ResolveStack } from '../resolve/index.js';
 import { openConnectionIds, socketsOf } from '../resolve/sockets.js';
 import type { ConnectionRecord, EndReason } from '../log/record.js';
 import type { Registry, ProfiledProcess } from '../registry/registry.js';
-import { readProcess } from '../registry/process-info.js';
+import { Membership } from './membership.js';
 import { ConnectionTable, type TrackedConnection } from './connections.js';
-import { Batcher } from './batcher.js';
+import { Counting } from './counting.js';
 import { TupleGenerations } from './tuple-generations.js';
 import { UnclaimedConnections, type Unclaimed } from './unclaimed.js';
 import type { Scope } from './scope.js';
@@ -64,26 +64,19 @@ export class ConnectionTracker {
   private readonly finished = new Map<string, number>();
   /** Connections nobody profiles (yet): the grace list a late registration claims from. */
   readonly unclaimed: UnclaimedConnections;
-  private readonly begins: Batcher<BeginItem, BeginOutcome> | undefined;
-  private readonly ends: Batcher<ConnKey, Counts | undefined> | undefined;
-  private readonly discards: Batcher<ConnKey, undefined> | undefined;
+  private readonly counting: Counting;
   private gcRunning: Promise<void> | undefined;
   private lastGcEnd = 0;
   private lastBackstopSweep = Date.now();
   /** When the engine last had to reinstall its counters (someone flushed them). */
   private countersRestartedAt = 0;
-  private readonly liveCache = new Map<number, { at: number; info: ReturnType<typeof readProcess> }>();
   private refreshing: { at: number; done: Promise<void> } | undefined;
   readonly stats: TrackerStats = emptyStats();
+  private readonly membership: Membership;
 
   constructor(private readonly parts: TrackerParts) {
-    const engine = parts.engine;
-    if (engine) {
-      this.begins = new Batcher((items) => engine.begin(items), { maxItems: 5000, delayMs: 5 });
-      this.ends = new Batcher((keys) => engine.end(keys), { maxItems: 5000, delayMs: 5 });
-      // One listing per batch with nft: a whole grace period's expiries go in one.
-      this.discards = new Batcher(async (keys) => (await engine.discard(keys), keys.map(() => undefined)), { maxItems: 100_000, delayMs: 50 });
-    }
+    this.membership = new Membership(parts.registry, parts.followChildren ? parts.resolve?.lineage : undefined, this.stats);
+    this.counting = new Counting(parts.engine, this.stats, { capacity: parts.capacity, thresholdGc: () => this.thresholdGc() });
     this.unclaimed = new UnclaimedConnections({ graceMs: parts.graceMs, rememberMs: Math.max(parts.graceMs, IGNORE_TTL_MS), maxHeld: parts.maxUnclaimed });
     parts.resolve?.resolver.on('refined', (key: ConnKey, now: Attribution) => this.refine(key, now));
   }
@@ -111,7 +104,7 @@ export class ConnectionTracker {
 
   /** How the engine's begin, end and discard batches are going. */
   batchStats(): Record<string, unknown> {
-    return { begin: this.begins?.stats, end: this.ends?.stats, discard: this.discards?.stats };
+    return this.counting.batchStats();
   }
 
   /** Resolves once the events received before this call have been handled (later ones may go
@@ -187,8 +180,7 @@ export class ConnectionTracker {
       this.unclaimed.release(u);
       if (!this.generations.superseded(u.id, u.generation) && !this.table.has(u.id)) keys.push(u.key);
     }
-    if (!this.discards) return;
-    for (const k of keys) this.discards.push(k).catch((e: Error) => diag.warn('discarding counters failed', { error: e.message }));
+    this.counting.discard(keys);
   }
 
   /** Remembers a connection nobody profiles, in the grace list; gives up the oldest when full. */
@@ -257,7 +249,7 @@ export class ConnectionTracker {
     };
     this.table.add(conn);
     this.stats.opened += 1;
-    conn.begun = this.beginCounting(conn, c.countedSinceStart ?? c.start !== undefined).then((outcome) => {
+    conn.begun = this.counting.begin(conn, c.countedSinceStart ?? c.start !== undefined).then((outcome) => {
       // Counters reinstalled after this connection opened and before its begin went through:
       // what it sent before is gone with the flushed ones.
       conn.counting = outcome === 'from-first-packet' && this.countersRestartedAt > (conn.start ?? 0) ? 'from-now' : outcome;
@@ -267,25 +259,6 @@ export class ConnectionTracker {
     return conn;
   }
 
-  private async beginCounting(conn: TrackedConnection, seenOpening: boolean): Promise<BeginOutcome> {
-    if (!this.begins || !this.parts.engine) return 'no-room';
-    if (this.parts.engine.size() >= this.parts.capacity) await this.thresholdGc();
-    try {
-      const item: BeginItem = { key: conn.key, owner: { job: conn.job, pid: conn.pid }, seenOpening };
-      let outcome = await this.begins.push(item);
-      if (outcome === 'no-room' && (await this.thresholdGc())) outcome = await this.begins.push(item);
-      if (outcome === 'no-room') {
-        this.stats.noRoom += 1;
-        diag.warn('connection not counted: RULES_THRESHOLD reached', { job: conn.job, pid: conn.pid, key: conn.id, threshold: this.parts.capacity });
-      }
-      return outcome;
-    } catch (e) {
-      this.stats.engineErrors += 1;
-      diag.error('could not begin counting', { key: conn.id, error: (e as Error).message });
-      return 'no-room';
-    }
-  }
-
   private scheduleClose(conn: TrackedConnection, reason: 'fin' | 'rst'): Promise<void> {
     conn.closing = reason;
     return new Promise((resolve) => {
@@ -293,46 +266,8 @@ export class ConnectionTracker {
     });
   }
 
-  /** The registered process, or — with FOLLOW_CHILDREN — a descendant of one, added to its job. */
   private profiledProcess(pid: number): ProfiledProcess | undefined {
-    const registry = this.parts.registry;
-    const known = registry.process(pid);
-    if (known) {
-      // The pid may have been reused since: only the registered process itself counts. One that
-      // has already exited keeps its connections (it may connect and exit at once).
-      const live = this.liveProcess(pid);
-      if (!live) this.stats.ownerExitedFirst += 1;
-      else if (live.startTicks !== known.startTicks && known.startTicks >= 0) {
-        this.stats.pidReused += 1;
-        return undefined;
-      }
-      return known;
-    }
-    const lineage = this.parts.resolve?.lineage;
-    if (!this.parts.followChildren || !lineage) return undefined;
-    const root = lineage.rootOf(pid);
-    const rootProc = root === undefined ? undefined : registry.process(root);
-    if (!rootProc) return undefined;
-    const rec = lineage.lookup(pid);
-    const live = readProcess(pid);
-    // A child that lived a few milliseconds is gone before /proc can be read: what the fork
-    // event told is all there is, and it inherits its root's user.
-    const info = live ?? { pid, ppid: rec?.parent ?? root!, uid: rootProc.uid, startTicks: rec?.startTicks ?? -1, startTime: NaN };
-    const added = registry.add(rootProc.job, info, rec?.parent ?? root);
-    this.stats.childrenAdded += 1;
-    return added.process;
-  }
-
-  /** /proc's view of a pid, read at most once a second per pid: a registered process making
-   * thousands of connections would otherwise cost two file reads each. */
-  private liveProcess(pid: number): ReturnType<typeof readProcess> {
-    const now = Date.now();
-    const cached = this.liveCache.get(pid);
-    if (cached && now - cached.at < 1_000) return cached.info;
-    if (this.liveCache.size > 10_000) this.liveCache.clear();
-    const info = readProcess(pid);
-    this.liveCache.set(pid, { at: now, info });
-    return info;
+    return this.membership.profiledProcess(pid);
   }
 
   /** A late eBPF event: a more exact owner for a tracked connection, or the owner of one that
@@ -440,14 +375,7 @@ export class ConnectionTracker {
     await this.drain();
     const conns = this.table.all();
     await Promise.all(conns.map((c) => c.begun));
-    let note: string | undefined;
-    const counts = new Map<string, Counts>();
-    try {
-      for (const i of (await this.parts.engine?.list()) ?? []) if (i.counts) counts.set(keyString(i.key), i.counts);
-    } catch (e) {
-      this.stats.engineErrors += 1;
-      note = `counters could not be read: ${(e as Error).message}`;
-    }
+    const { counts, note } = await this.counting.all();
     for (const c of conns) {
       this.table.delete(c);
       this.generations.release(c.id);
@@ -463,27 +391,8 @@ export class ConnectionTracker {
     if (conns.length === 0) return;
     // A process or job may end while a connection's counting is still being set up.
     await Promise.all(conns.map((c) => c.begun));
-    let finals: Array<Counts | undefined>;
-    let note: string | undefined;
     const superseded = conns.map((c) => this.generations.superseded(c.id, c.generation));
-    try {
-      const ends = this.ends;
-      finals = await Promise.all(conns.map((c, i) => (ends && c.counting !== 'no-room' && !superseded[i] ? ends.push(c.key) : undefined)));
-    } catch (e) {
-      this.stats.engineErrors += 1;
-      note = `counters could not be read: ${(e as Error).message}`;
-      diag.error('reading final counters failed', { error: (e as Error).message, connections: conns.length });
-      finals = conns.map(() => undefined);
-    }
-    const stale = conns.filter((c, i) => superseded[i] && c.counting !== 'no-room').map((c) => c.key);
-    if (stale.length) {
-      this.stats.tupleReusedBeforeRead += stale.length;
-      // Their records say why they are uncounted; a failure here only leaves an owner tag behind.
-      await this.parts.engine?.forget(stale).catch((e: Error) => {
-        this.stats.engineErrors += 1;
-        diag.warn('forgetting superseded connections failed', { error: e.message, connections: stale.length });
-      });
-    }
+    const { finals, note } = await this.counting.end(conns, superseded);
     conns.forEach((c, i) => {
       if (this.table.get(c.key) !== c) return; // finished by someone else meanwhile
       this.table.delete(c);
@@ -523,13 +432,8 @@ export class ConnectionTracker {
   countsReadAt = 0;
 
   private async readLiveCounts(): Promise<void> {
-    const engine = this.parts.engine;
-    const conns = this.table.all().filter((c) => c.counting !== 'no-room' && !c.closing);
     const at = Date.now();
-    if (engine && conns.length) {
-      const counts = await engine.read(conns.map((c) => c.key));
-      conns.forEach((c, i) => (c.counts = counts[i] ?? c.counts));
-    }
+    await this.counting.read(this.table.all().filter((c) => c.counting !== 'no-room' && !c.closing));
     this.countsReadAt = at;
   }
 
@@ -580,11 +484,7 @@ export class ConnectionTracker {
       this.lastBackstopSweep = now;
       // Kept: what we count, and the grace list's counters (a registration may claim them).
       const inUse = [...this.table.all().map((c) => c.key), ...this.unclaimed.heldKeys()];
-      this.stats.gcSwept += await this.parts.engine.sweep(inUse).catch((e: Error) => {
-        this.stats.engineErrors += 1;
-        diag.warn('sweeping unclaimed counters failed', { error: e.message });
-        return 0;
-      });
+      this.stats.gcSwept += await this.counting.sweep(inUse);
     }
     for (const [id, until] of this.finished) if (until < now) this.finished.delete(id);
     if (reclaim.length) diag.info('garbage collected', { why, reclaimed: reclaim.length, dead_processes: dead.length });

@@ -38,6 +38,7 @@ describe('config.ini', () => {
       logFormat: 'tsv', listen: '127.0.0.1', port: 8080, followChildren: true, ebpf: 'auto', gcInterval: 10,
     });
     expect(loadConfig('/nonexistent/config.ini').engine).toBe('nftables');
+    expect(loadConfig(file('[CONFIG]\n'))).toMatchObject({ lateGrace: 30, setSize: 262144 });
     for (const spec of Object.values(KEYS)) expect(spec.doc.length).toBeGreaterThan(5);
   });
 
@@ -98,5 +99,12 @@ describe('config.ini', () => {
 
   it('says when a file named on the command line is missing', () => {
     expect(() => loadConfig('/nonexistent/netprof.ini', [], { fileRequired: true })).toThrow(/no such file/);
+  });
+
+  it('takes LATE_GRACE in seconds (0 = off) and refuses a SET_SIZE without room for RULES_THRESHOLD', () => {
+    expect(loadConfig(file('[CONFIG]\nLATE_GRACE = 0\n')).lateGrace).toBe(0);
+    expect(error('[CONFIG]\nLATE_GRACE = 30s\n')).toMatch(/LATE_GRACE = 30s: not a whole number of seconds/);
+    expect(error('[CONFIG]\nLATE_GRACE = 4000\n')).toMatch(/between 0 and 3600/);
+    expect(error('[CONFIG]\nRULES_THRESHOLD = 10000\nSET_SIZE = 20000\n')).toMatch(/SET_SIZE = 20000: must hold at least 2 × RULES_THRESHOLD \(10000\) \+ 1024/);
   });
 });

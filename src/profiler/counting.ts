@@ -1,0 +1,117 @@
+import { keyString, type ConnKey } from '../connection.js';
+import type { BeginItem, BeginOutcome, CounterEngine, Counts } from '../counters/engine.js';
+import { Batcher } from './batcher.js';
+import type { TrackedConnection } from './connections.js';
+import type { TrackerStats } from './tracker-stats.js';
+import { diag } from '../util/diag.js';
+
+/**
+ * The tracker's side of the counter engine: every call is batched (one kernel transaction for
+ * many connections), and every engine failure is counted and turned into an answer the
+ * records can state (not counted, with why) rather than an exception.
+ */
+export class Counting {
+  private readonly begins: Batcher<BeginItem, BeginOutcome> | undefined;
+  private readonly ends: Batcher<ConnKey, Counts | undefined> | undefined;
+  private readonly discards: Batcher<ConnKey, undefined> | undefined;
+
+  constructor(
+    private readonly engine: CounterEngine | undefined,
+    private readonly stats: TrackerStats,
+    private readonly o: { capacity: number; thresholdGc: () => Promise<boolean> },
+  ) {
+    if (!engine) return;
+    this.begins = new Batcher((items) => engine.begin(items), { maxItems: 5000, delayMs: 5 });
+    this.ends = new Batcher((keys) => engine.end(keys), { maxItems: 5000, delayMs: 5 });
+    // One listing per batch with nft: a whole collection's expiries go in one.
+    this.discards = new Batcher(async (keys) => (await engine.discard(keys), keys.map(() => undefined)), { maxItems: 100_000, delayMs: 50 });
+  }
+
+  get size(): number {
+    return this.engine?.size() ?? 0;
+  }
+
+  batchStats(): Record<string, unknown> {
+    return { begin: this.begins?.stats, end: this.ends?.stats, discard: this.discards?.stats };
+  }
+
+  /** Makes sure the connection is counted; 'no-room' when it cannot be (the record says so). */
+  async begin(conn: TrackedConnection, seenOpening: boolean): Promise<BeginOutcome> {
+    if (!this.begins || !this.engine) return 'no-room';
+    if (this.engine.size() >= this.o.capacity) await this.o.thresholdGc();
+    try {
+      const item: BeginItem = { key: conn.key, owner: { job: conn.job, pid: conn.pid }, seenOpening };
+      let outcome = await this.begins.push(item);
+      if (outcome === 'no-room' && (await this.o.thresholdGc())) outcome = await this.begins.push(item);
+      if (outcome === 'no-room') {
+        this.stats.noRoom += 1;
+        diag.warn('connection not counted: RULES_THRESHOLD reached', { job: conn.job, pid: conn.pid, key: conn.id, threshold: this.o.capacity });
+      }
+      return outcome;
+    } catch (e) {
+      this.stats.engineErrors += 1;
+      diag.error('could not begin counting', { key: conn.id, error: (e as Error).message });
+      return 'no-room';
+    }
+  }
+
+  /** Final counts of ending connections, and their counters removed. Superseded ones (a new
+   * connection took the tuple) are not read: their owners are forgotten, the counters left. */
+  async end(conns: readonly TrackedConnection[], superseded: readonly boolean[]): Promise<{ finals: Array<Counts | undefined>; note?: string }> {
+    let finals: Array<Counts | undefined>;
+    let note: string | undefined;
+    try {
+      const ends = this.ends;
+      finals = await Promise.all(conns.map((c, i) => (ends && c.counting !== 'no-room' && !superseded[i] ? ends.push(c.key) : undefined)));
+    } catch (e) {
+      this.stats.engineErrors += 1;
+      note = `counters could not be read: ${(e as Error).message}`;
+      diag.error('reading final counters failed', { error: (e as Error).message, connections: conns.length });
+      finals = conns.map(() => undefined);
+    }
+    const stale = conns.filter((c, i) => superseded[i] && c.counting !== 'no-room').map((c) => c.key);
+    if (stale.length) {
+      this.stats.tupleReusedBeforeRead += stale.length;
+      // Their records say why they are uncounted; a failure here only leaves an owner tag behind.
+      await this.engine?.forget(stale).catch((e: Error) => {
+        this.stats.engineErrors += 1;
+        diag.warn('forgetting superseded connections failed', { error: e.message, connections: stale.length });
+      });
+    }
+    return { finals, ...(note ? { note } : {}) };
+  }
+
+  /** Every begun connection's counts in one read (the daemon's last act). */
+  async all(): Promise<{ counts: Map<string, Counts>; note?: string }> {
+    const counts = new Map<string, Counts>();
+    try {
+      for (const i of (await this.engine?.list()) ?? []) if (i.counts) counts.set(keyString(i.key), i.counts);
+      return { counts };
+    } catch (e) {
+      this.stats.engineErrors += 1;
+      return { counts, note: `counters could not be read: ${(e as Error).message}` };
+    }
+  }
+
+  /** Gives up the datapath counters of connections nobody claimed. */
+  discard(keys: readonly ConnKey[]): void {
+    for (const k of keys) this.discards?.push(k).catch((e: Error) => diag.warn('discarding counters failed', { error: e.message }));
+  }
+
+  /** Current counts of open connections, for the live view. */
+  async read(conns: readonly TrackedConnection[]): Promise<void> {
+    if (!this.engine || !conns.length) return;
+    const counts = await this.engine.read(conns.map((c) => c.key));
+    conns.forEach((c, i) => (c.counts = counts[i] ?? c.counts));
+  }
+
+  /** The full-listing backstop: removes datapath counters nobody began or keeps. */
+  async sweep(inUse: readonly ConnKey[]): Promise<number> {
+    if (!this.engine) return 0;
+    return this.engine.sweep(inUse).catch((e: Error) => {
+      this.stats.engineErrors += 1;
+      diag.warn('sweeping unclaimed counters failed', { error: e.message });
+      return 0;
+    });
+  }
+}
