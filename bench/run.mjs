@@ -10,7 +10,7 @@
 // people's rebuilds of dist/ during the run change nothing; --dist runs ./dist/cli.js instead
 // (e.g. to measure uncommitted changes to src/).
 //
-// Options: --quick, --only=churn,paced,throughput (sections), --reps=N, --profile (run the
+// Options: --quick, --only=churn,paced,throughput,grace (sections), --reps=N, --profile (run the
 // churn and 10k-open daemons under node --cpu-prof and summarise), --no-write (do not touch
 // BENCHMARKS.md / bench/results.json).
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,7 +18,8 @@ import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cleanupAll, createPair, exited, nsRun, nsRunOk, nsSpawn, run, sleep, stopChild, waitForListen, waitLine, RUN_ID } from './lib/ns.mjs';
 import { LogWatcher, ROOT, startDaemon, useCli } from './lib/daemon.mjs';
-import { median, memMb, percentile, treeCpu } from './lib/proc.mjs';
+import { cpuWindow, median, memMb, percentile } from './lib/proc.mjs';
+import { graceBench } from './grace.mjs';
 import { summarize } from './lib/cpuprofile.mjs';
 import { writeReport } from './lib/report.mjs';
 
@@ -26,7 +27,7 @@ const argv = process.argv.slice(2);
 const flag = (name) => argv.includes(`--${name}`);
 const opt = (name, dflt) => argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? dflt;
 const QUICK = flag('quick');
-const ONLY = opt('only', 'churn,paced,throughput').split(',');
+const ONLY = opt('only', 'churn,paced,throughput,grace').split(',');
 const PROFILE = flag('profile');
 const P = {
   reps: Number(opt('reps', QUICK ? 1 : 5)),
@@ -135,18 +136,6 @@ async function waitCounted(daemon, n, timeoutMs) {
     if (performance.now() - t > timeoutMs) return { ms: NaN, stats: s, timedOut: true };
     await sleep(250);
   }
-}
-
-function cpuWindow(pid) {
-  const a = treeCpu(pid);
-  const t = performance.now();
-  return () => {
-    const b = treeCpu(pid);
-    const wall = (performance.now() - t) / 1000;
-    const parts = {};
-    for (const k of new Set([...Object.keys(a.parts), ...Object.keys(b.parts)])) parts[k] = round3((b.parts[k] ?? 0) - (a.parts[k] ?? 0));
-    return { cpu_s: round3(b.total - a.total), wall_s: round3(wall), core: round3((b.total - a.total) / wall), parts };
-  };
 }
 
 const round3 = (x) => Math.round(x * 1000) / 1000;
@@ -519,6 +508,7 @@ async function main() {
     results.shutdown_s_10k_open = s['nftables/10000']?.shutdown_s;
     results.shutdown_s_10k_open_iptables = s['iptables/10000']?.shutdown_s;
   }
+  if (ONLY.includes('grace')) results.grace = await graceBench({ quick: QUICK, work: WORK, log });
   if (results.churn_runs?.nftables) results.daemon = { ...(results.daemon ?? {}), cpu_s_per_10k_conn: results.churn_runs.nftables.cpu_s_per_10k };
   results.startup_s = { median: round3(median(results.startup_ms) / 1000), all_ms: results.startup_ms };
   results.meta.loadavg_at_end = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');

@@ -83,3 +83,17 @@ export function percentile(xs, p) {
   const i = Math.min(a.length - 1, Math.max(0, Math.ceil((p / 100) * a.length) - 1));
   return a[i];
 }
+
+/** CPU used by a process and its children from now until the returned function is called. */
+export function cpuWindow(pid) {
+  const round3 = (x) => Math.round(x * 1000) / 1000;
+  const a = treeCpu(pid);
+  const t = performance.now();
+  return () => {
+    const b = treeCpu(pid);
+    const wall = (performance.now() - t) / 1000;
+    const parts = {};
+    for (const k of new Set([...Object.keys(a.parts), ...Object.keys(b.parts)])) parts[k] = round3((b.parts[k] ?? 0) - (a.parts[k] ?? 0));
+    return { cpu_s: round3(b.total - a.total), wall_s: round3(wall), core: round3((b.total - a.total) / wall), parts };
+  };
+}

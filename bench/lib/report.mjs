@@ -56,6 +56,17 @@ export function render(r) {
     const d = r.daemon ?? {};
     out.push(`Idle daemon, nothing open: ${f(d.idle_cpu_core)} core; with 10,000 open (nftables): ${f(d.idle_cpu_core_10k_open)} core.`, '');
   }
+  const g = r.grace;
+  if (g) {
+    out.push('### 6. Late-registration grace under unprofiled load', '');
+    out.push(`bench/churn.mjs makes short connections nobody registered at 2,000 per second for ${g.default_grace.seconds} s; every one stays in the grace list (its datapath counters kept) for LATE_GRACE. Side by side with LATE_GRACE = 0 in the same run, then with a small SET_SIZE that the load fills while a registered process makes ${g.filled.profiled?.connections ?? '?'} connections.`, '');
+    out.push('| run | unprofiled conn/s | grace list max / median | flows4 elements at end | daemon CPU cores | peak RSS | host Slab growth | /v1/health |', '|---|---|---|---|---|---|---|---|');
+    const row = (name, x) => out.push(`| ${name} | ${x.client_conn_per_s} | ${x.held_max} / ${x.held_median} | ${x.set_elements_at_end} | ${f(x.daemon_cpu_core, 2)} | ${x.rss_mb} MB | ${x.slab_growth_mb} MB | ${x.health.status}; grace shortened to ${x.health.late_grace.shortened_to_s ?? '—'} s |`);
+    row('LATE_GRACE 30 (default)', g.default_grace);
+    row('LATE_GRACE 0', g.grace_off);
+    row('SET_SIZE 16384, RULES_THRESHOLD 1000', g.filled);
+    out.push('', `Cost of the grace at this load: ${f(g.cpu_core_cost, 2)} core. Filled: the profiled process's connections logged ${g.filled.profiled?.logged}/${g.filled.profiled?.connections}, counted in full ${g.filled.profiled?.counted}.`, '');
+  }
   out.push('### 5. Start-up and shutdown', '');
   out.push(`Start-up (spawn → "netprof daemon ready", includes bpftrace attaching): median ${f(r.startup_s?.median, 2)} s over ${r.startup_ms?.length ?? 0} starts (${(r.startup_ms ?? []).join(', ')} ms).`);
   out.push(`Shutdown with 10,000 open connections (/shutdown → exit, every connection logged): nftables ${f(r.shutdown_s_10k_open, 2)} s, iptables ${f(r.shutdown_s_10k_open_iptables, 2)} s.`, '');

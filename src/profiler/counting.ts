@@ -27,6 +27,9 @@ export class Counting {
     this.discards = new Batcher(async (keys) => (await engine.discard(keys), keys.map(() => undefined)), { maxItems: 100_000, delayMs: 50 });
   }
 
+  /** Connections whose discard is queued or running: their elements are still in the set. */
+  discardsPending = 0;
+
   get size(): number {
     return this.engine?.size() ?? 0;
   }
@@ -95,7 +98,14 @@ export class Counting {
 
   /** Gives up the datapath counters of connections nobody claimed. */
   discard(keys: readonly ConnKey[]): void {
-    for (const k of keys) this.discards?.push(k).catch((e: Error) => diag.warn('discarding counters failed', { error: e.message }));
+    if (!this.discards) return;
+    for (const k of keys) {
+      this.discardsPending += 1;
+      this.discards
+        .push(k)
+        .catch((e: Error) => diag.warn('discarding counters failed', { error: e.message }))
+        .finally(() => (this.discardsPending -= 1));
+    }
   }
 
   /** Current counts of open connections, for the live view. */

@@ -185,7 +185,9 @@ export class ConnectionTracker {
 
   /** Remembers a connection nobody profiles, in the grace list; gives up the oldest when full. */
   private leaveUnclaimed(u: Unclaimed): void {
-    const early = this.unclaimed.add(u);
+    // Reserved: elements the datapath holds that the list does not — discards still queued, and
+    // connections still on their way to it (this one's own chain excluded).
+    const early = this.unclaimed.add(u, Date.now(), this.counting.discardsPending + Math.max(0, this.chains.size - 1));
     if (early.length) this.giveUp(early);
   }
 

@@ -61,12 +61,16 @@ export class UnclaimedConnections {
     return this.o.graceMs;
   }
 
-  /** Adds one; returns those given up early to make room (their counters must be discarded). */
-  add(u: Unclaimed, now = Date.now()): Unclaimed[] {
+  /**
+   * Adds one; returns those given up early to make room (their counters must be discarded).
+   * `reserved`: connections whose elements are in the set but not in the list — discards not
+   * yet done, connections still on their way through the pipeline — which the room must allow.
+   */
+  add(u: Unclaimed, now = Date.now(), reserved = 0): Unclaimed[] {
     this.forget(u.id);
     this.held.set(u.id, u);
     const early: Unclaimed[] = [];
-    while (this.held.size > this.o.maxHeld) {
+    while (this.held.size > 0 && this.held.size + reserved > this.o.maxHeld) {
       const oldest = this.held.values().next().value!;
       this.release(oldest);
       early.push(oldest);

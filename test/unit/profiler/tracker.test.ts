@@ -282,8 +282,10 @@ describe('scope and late registration', () => {
 
   it('bounds the grace list: beyond its room the oldest counters go early, and that is reported', async () => {
     const { tracker, engine } = setup(() => later.pid, { maxUnclaimed: 3 });
-    for (let p = 4300; p < 4305; p++) tracker.onEvent(ev('syn', p, true, Date.now() - 1000));
-    await settle(tracker);
+    for (let p = 4300; p < 4305; p++) {
+      tracker.onEvent(ev('syn', p, true, Date.now() - 1000));
+      await settle(tracker);
+    }
     expect(engine.discarded).toEqual([id(key(4300)), id(key(4301))]);
     const st = tracker.unclaimed.stats();
     expect(st).toMatchObject({ held: 3, releasedEarly: 2 });
