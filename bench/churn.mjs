@@ -14,12 +14,18 @@ const RATE = Number(rate);
 const request = Buffer.alloc(Number(req), 0x62);
 const now = () => performance.timeOrigin + performance.now();
 const rows = [];
+const FIRST_PORT = Number(process.env.CHURN_FIRST_PORT ?? 0);
+let nextPort = 0;
 let errors = 0;
 
 function one() {
   return new Promise((resolve) => {
     const row = { open: now(), port: 0, close: 0, rx: 0 };
-    const s = connect({ host, port: Number(port), noDelay: true });
+    // CHURN_FIRST_PORT: each connection from its own local port (FIRST, FIRST+1, …), so no
+    // 4-tuple is reused within the run (the kernel's choice reuses ports freed by the server's
+    // close at once).
+    const localPort = FIRST_PORT ? FIRST_PORT + nextPort++ : undefined;
+    const s = connect({ host, port: Number(port), noDelay: true, ...(localPort ? { localPort } : {}) });
     s.on('connect', () => {
       row.port = s.localPort;
       s.write(request);

@@ -365,6 +365,10 @@ async function churnRun({ tag, engine, rate, total, withDaemon = true, oracle = 
     res.close_to_log_ms = { p50: round3(percentile(lat, 50)), p90: round3(percentile(lat, 90)), p99: round3(percentile(lat, 99)), max: round3(Math.max(...lat)) };
     res.close_to_record_end_ms = { p50: round3(percentile(latEnd, 50)), p99: round3(percentile(latEnd, 99)) };
     if (oracle) res.oracle = await exactness(pair.node.ns, matched, total);
+    if (process.env.BENCH_DUMP) {
+      const unc = matched.filter((r) => !r.counted).map((r) => ({ port: r.local_port, start: r.start, note: r.note ?? r.notes, msFromFirst: Date.parse(r.start) - data.start }));
+      writeFileSync(process.env.BENCH_DUMP, JSON.stringify({ stats: await daemon.stats().catch((e) => e.message), uncounted: unc, all: matched.map((r) => [r.local_port, Date.parse(r.start), Date.parse(r.end), r.counted ? 1 : 0]), rows: data.rows, dataStart: data.start, sample: matched.find((r) => !r.counted), stderr: daemon.stderr().slice(-500_000) }, null, 1));
+    }
     const s = await daemon.shutdown();
     res.shutdown_s = round3(s.ms / 1000);
     if (cpuProf) res.profile = profileSummary(cpuProf);
@@ -476,7 +480,7 @@ async function main() {
     const c = await churnRun({ tag: 'cn', engine: 'nftables', rate: 0, total: P.churnTotal, oracle: true, cpuProf: PROFILE ? join(PROFDIR, 'churn-nftables') : undefined });
     results.churn_runs = { nftables: c };
     results.churn = { conn_per_s: c.conn_per_s, logged_fraction: c.logged_fraction, pid_fraction: c.pid_fraction, exact_fraction: c.oracle?.exact_fraction ?? NaN };
-    log(`  ${c.conn_per_s} conn/s (client), all logged after ${c.all_logged_after_ms} ms; logged ${c.logged_fraction}, pid ${c.pid_fraction}, exact ${c.oracle?.exact_fraction}; close→log p50 ${c.close_to_log_ms?.p50} p99 ${c.close_to_log_ms?.p99} ms; ${c.cpu_s_per_10k} CPU s / 10k`);
+    log(`  ${c.conn_per_s} conn/s (client), all logged after ${c.all_logged_after_ms} ms; logged ${c.logged_fraction}, counted ${c.counted_fraction}, pid ${c.pid_fraction}, exact ${c.oracle?.exact_fraction}; close→log p50 ${c.close_to_log_ms?.p50} p99 ${c.close_to_log_ms?.p99} ms; ${c.cpu_s_per_10k} CPU s / 10k`);
     if (!QUICK) {
       log(`churn: iptables, ${P.churnTotal} connections`);
       const ci = await churnRun({ tag: 'ci', engine: 'iptables', rate: 0, total: P.churnTotal, oracle: true });
