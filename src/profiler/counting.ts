@@ -5,6 +5,13 @@ import type { TrackedConnection } from './connections.js';
 import type { TrackerStats } from './tracker-stats.js';
 import { diag } from '../util/diag.js';
 
+/** A connection whose final counts are wanted, and how to tell, when its batch runs, that a
+ * new connection has taken its tuple meanwhile. */
+interface Ending {
+  key: ConnKey;
+  stale: () => boolean;
+}
+
 /**
  * The tracker's side of the counter engine: every call is batched (one kernel transaction for
  * many connections), and every engine failure is counted and turned into an answer the
@@ -12,7 +19,7 @@ import { diag } from '../util/diag.js';
  */
 export class Counting {
   private readonly begins: Batcher<BeginItem, BeginOutcome> | undefined;
-  private readonly ends: Batcher<ConnKey, Counts | undefined> | undefined;
+  private readonly ends: Batcher<Ending, Counts | 'reused' | undefined> | undefined;
   private readonly discards: Batcher<ConnKey, undefined> | undefined;
 
   constructor(
@@ -22,7 +29,7 @@ export class Counting {
   ) {
     if (!engine) return;
     this.begins = new Batcher((items) => engine.begin(items), { maxItems: 5000, delayMs: 5 });
-    this.ends = new Batcher((keys) => engine.end(keys), { maxItems: 5000, delayMs: 5 });
+    this.ends = new Batcher((items) => this.endBatch(engine, items), { maxItems: 5000, delayMs: 5 });
     // One listing per batch with nft: a whole collection's expiries go in one.
     this.discards = new Batcher(async (keys) => (await engine.discard(keys), keys.map(() => undefined)), { maxItems: 100_000, delayMs: 50 });
   }
@@ -58,30 +65,45 @@ export class Counting {
     }
   }
 
-  /** Final counts of ending connections, and their counters removed. Superseded ones (a new
-   * connection took the tuple) are not read: their owners are forgotten, the counters left. */
-  async end(conns: readonly TrackedConnection[], superseded: readonly boolean[]): Promise<{ finals: Array<Counts | undefined>; note?: string }> {
+  /**
+   * Final counts of ending connections, and their counters removed. Whether a new connection
+   * took a connection's tuple is asked again when its batch runs (seconds later under load): a
+   * new SYN restarts the tuple's counters, and reading them then would give the old connection
+   * the new one's counts and delete them. Such a connection is not read: its owner is
+   * forgotten and the counters are left to the new one (`reused` is true for it).
+   */
+  async end(conns: readonly TrackedConnection[], superseded: (c: TrackedConnection) => boolean): Promise<{ finals: Array<Counts | undefined>; reused: boolean[]; note?: string }> {
+    const reused = conns.map(() => false);
     let finals: Array<Counts | undefined>;
     let note: string | undefined;
     try {
       const ends = this.ends;
-      finals = await Promise.all(conns.map((c, i) => (ends && c.counting !== 'no-room' && !superseded[i] ? ends.push(c.key) : undefined)));
+      const out = await Promise.all(conns.map((c) => (ends && c.counting !== 'no-room' ? ends.push({ key: c.key, stale: () => superseded(c) }) : undefined)));
+      finals = out.map((o, i) => (o === 'reused' ? ((reused[i] = true), undefined) : o));
     } catch (e) {
       this.stats.engineErrors += 1;
       note = `counters could not be read: ${(e as Error).message}`;
       diag.error('reading final counters failed', { error: (e as Error).message, connections: conns.length });
       finals = conns.map(() => undefined);
     }
-    const stale = conns.filter((c, i) => superseded[i] && c.counting !== 'no-room').map((c) => c.key);
-    if (stale.length) {
-      this.stats.tupleReusedBeforeRead += stale.length;
+    return { finals, reused, ...(note ? { note } : {}) };
+  }
+
+  private async endBatch(engine: CounterEngine, items: readonly Ending[]): Promise<Array<Counts | 'reused' | undefined>> {
+    const stale = items.map((i) => i.stale());
+    const live = items.filter((_, i) => !stale[i]).map((i) => i.key);
+    const gone = items.filter((_, i) => stale[i]).map((i) => i.key);
+    if (gone.length) {
+      this.stats.tupleReusedBeforeRead += gone.length;
       // Their records say why they are uncounted; a failure here only leaves an owner tag behind.
-      await this.engine?.forget(stale).catch((e: Error) => {
+      await engine.forget(gone).catch((e: Error) => {
         this.stats.engineErrors += 1;
-        diag.warn('forgetting superseded connections failed', { error: e.message, connections: stale.length });
+        diag.warn('forgetting superseded connections failed', { error: e.message, connections: gone.length });
       });
     }
-    return { finals, ...(note ? { note } : {}) };
+    const counts = live.length ? await engine.end(live) : [];
+    let next = 0;
+    return stale.map((s) => (s ? 'reused' : counts[next++]));
   }
 
   /** Every begun connection's counts in one read (the daemon's last act). */

@@ -393,15 +393,14 @@ export class ConnectionTracker {
     if (conns.length === 0) return;
     // A process or job may end while a connection's counting is still being set up.
     await Promise.all(conns.map((c) => c.begun));
-    const superseded = conns.map((c) => this.generations.superseded(c.id, c.generation));
-    const { finals, note } = await this.counting.end(conns, superseded);
+    const { finals, reused, note } = await this.counting.end(conns, (c) => this.generations.superseded(c.id, c.generation));
     conns.forEach((c, i) => {
       if (this.table.get(c.key) !== c) return; // finished by someone else meanwhile
       this.table.delete(c);
       if (!this.chains.has(c.id)) this.generations.release(c.id);
       this.finished.set(c.id, Date.now() + IGNORE_TTL_MS);
       this.stats.closed[reason] += 1;
-      this.parts.log.write(toRecord(c, reason, finals[i], superseded[i] ? REUSED_NOTE : note));
+      this.parts.log.write(toRecord(c, reason, finals[i], reused[i] ? REUSED_NOTE : note));
     });
   }
 

@@ -145,6 +145,27 @@ describe('connection events to records', () => {
     expect(tracker.stats.tupleReusedBeforeRead).toBe(1);
   });
 
+  it('asks again when the end batch runs: a tuple reused while its read waited is not read', async () => {
+    const { tracker, records, engine } = setup(() => kid.pid);
+    const end = engine.end;
+    engine.end = async (keys) => (await new Promise((r) => setTimeout(r, 150)), end(keys));
+    for (const p of [1007, 1008]) tracker.onEvent(ev('syn', p, true));
+    await settle(tracker);
+    tracker.onEvent(ev('rst', 1007, true)); // its end batch runs for 150 ms
+    await new Promise((r) => setTimeout(r, 60));
+    tracker.onEvent(ev('rst', 1008, true)); // queued behind it …
+    await new Promise((r) => setTimeout(r, 40));
+    tracker.onEvent(ev('syn', 1008, true)); // … when a new connection takes its tuple
+    await settle(tracker);
+    await new Promise((r) => setTimeout(r, 300));
+    const old = records.find((r) => r.localPort === 1008)!;
+    expect(old.counts).toBeUndefined();
+    expect(old.note).toMatch(/reused its 4-tuple/);
+    expect(engine.ended).toEqual([id(key(1007))]);
+    expect(engine.forgotten).toEqual([id(key(1008))]);
+    expect(tracker.table.get(key(1008))).toBeDefined(); // the new one, counted on
+  });
+
   it('logs an open connection uncounted when its tuple is reused while it waits for its last FIN', async () => {
     const { tracker, records, engine } = setup(() => kid.pid);
     tracker.onEvent(ev('syn', 1006, true));
