@@ -105,8 +105,11 @@ for _ in range(${connections}):
     // superseded by the next SYN on its tuple, read. Each connection should get its own counts
     // (20,000 bytes sent, then 10). Today the first end() reads the second's counters and
     // deletes them, and the second is never counted: fails until counters are kept per
-    // connection rather than per tuple (see BENCHMARKS.md, point 2).
-    it.fails('the engine: a connection whose tuple a later one reused before its read is counted, and so is the later one', async () => {
+    // connection rather than per tuple (see BENCHMARKS.md, point 2). Skipped, not inverted: the
+    // profiler no longer calls end() for such a connection (it asks again when the end batch
+    // runs and forgets it: logged uncounted with a note, the later one counted), and a test that
+    // passes while the gap is open would prove nothing. Unskip when counters are per connection.
+    it.skip('the engine: a connection whose tuple a later one reused before its read is counted, and so is the later one', async () => {
       const srv = serve(2);
       await new Promise((r) => setTimeout(r, 300));
       await connectOnce(20_000);
