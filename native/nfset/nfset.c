@@ -36,6 +36,7 @@
 #define KEYS_PER_GET 1024       /* keys per GETSETELEM: replies stay well inside the rcvbuf */
 #define RECV_SIZE (1 << 18)
 #define RCVBUF (8 << 20)
+#define SNDBUF (1 << 20)
 
 struct nfset_conn {
   struct mnl_socket *nl;
@@ -83,6 +84,8 @@ nfset_conn *nfset_open(const char *ns_path, const char *table, int *err) {
   int fd = mnl_socket_get_fd(nl), rcv = RCVBUF, one = 1;
   /* Many replies per read request, and errors of a big batch, must not overflow the queue. */
   setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof rcv);
+  c->sndbuf = SNDBUF; /* apply() raises it for bigger batches, never lowers it */
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &c->sndbuf, sizeof c->sndbuf);
   setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof one);
   struct timeval tv = { .tv_sec = 10 }; /* a lost answer fails the call, never hangs the daemon */
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);

@@ -20,7 +20,8 @@ const FOREIGN = `table inet foreign {
 }
 `;
 
-describe('nftables engine, real traffic against conntrack', () => {
+// The same engine over both element paths: our netlink socket (native/nfset) and the nft program.
+describe.each(['netlink', 'nft'] as const)('nftables engine over %s, real traffic against conntrack', (elements) => {
   let pair: Pair;
   let engine: NftablesEngine;
   let foreignBefore = '';
@@ -48,8 +49,9 @@ describe('nftables engine, real traffic against conntrack', () => {
     await nft('-f', join(work, 'foreign.nft'));
     foreignBefore = await nft('list', 'table', 'inet', 'foreign');
     expect(foreignBefore).toContain('192.0.2.1 . 9');
-    engine = new NftablesEngine({ capacity: 1_010, interfaces: ['lo', 'veth0'], netns: pair.node.ns });
+    engine = new NftablesEngine({ capacity: 1_010, interfaces: ['lo', 'veth0'], netns: pair.node.ns, elements });
     expect(await engine.start()).toEqual([]);
+    expect(engine.elementPath).toBe(elements);
   });
 
   afterAll(async () => {
@@ -125,7 +127,7 @@ describe('nftables engine, real traffic against conntrack', () => {
     const tEnd = Date.now() - t2;
     expect(engine.size()).toBe(0);
     expect(await flowsCount()).toBe(0);
-    console.log(`nftables, 1000 connections: begin ${tBegin} ms, read ${tRead} ms, end ${tEnd} ms`);
+    console.log(`nftables over ${elements}, 1000 connections: begin ${tBegin} ms, read ${tRead} ms, end ${tEnd} ms`);
   });
 
   it('begins a connection whose SYN it did not see from now; discards and sweeps unowned ones', async () => {
@@ -206,7 +208,7 @@ describe('nftables engine, real traffic against conntrack', () => {
     await engine.end(keys);
 
     // A process that began counting, then was killed -9 before it could end or stop.
-    await expectHarvestAfterKill(pair, 'nftables', 'crashed', HOSTILE_JOBS[1]!, new NftablesEngine({ capacity: 10, interfaces: ['lo', 'veth0'], netns: pair.node.ns, table: 'crashed' }));
+    await expectHarvestAfterKill(pair, 'nftables', 'crashed', HOSTILE_JOBS[1]!, new NftablesEngine({ capacity: 10, interfaces: ['lo', 'veth0'], netns: pair.node.ns, table: 'crashed', elements }), elements);
   });
 
   it('stop() removes its table and leaves a foreign table exactly as it was', async () => {
