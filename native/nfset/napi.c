@@ -5,6 +5,7 @@
  *   apply(handle, [[op, set, keyLen, keys: Buffer, comments: (string|null)[] | null], …])
  *   get(handle, set, keyLen, keys: Buffer) → [found: Uint8Array, counters: Float64Array, comments[]]
  *   dump(handle, set) → [keys: Buffer, keyLen, counters: Float64Array, comments[]]
+ *   rules(handle, chain) → number of rules in that chain of the table
  *   close(handle)
  * Errors are thrown as Error with .errno (positive) and .code (e.g. "ENOENT"). */
 #define _GNU_SOURCE
@@ -232,6 +233,23 @@ static napi_value js_dump(napi_env env, napi_callback_info info) {
   return out;
 }
 
+static napi_value js_rules(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  nfset_conn *c = conn_arg(env, argv[0]);
+  if (!c) { napi_throw_error(env, NULL, "nfset: handle is closed"); return NULL; }
+  char *chain = string_arg(env, argv[1]);
+  if (!chain) { napi_throw_type_error(env, NULL, "nfset.rules: (handle, chain)"); return NULL; }
+  uint32_t count = 0;
+  int r = nfset_rules(c, chain, &count);
+  free(chain);
+  if (r) return throw_errno(env, "nfset.rules", r);
+  napi_value out;
+  CHECK(napi_create_uint32(env, count, &out));
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
     { "open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL },
@@ -239,6 +257,7 @@ NAPI_MODULE_INIT() {
     { "apply", NULL, js_apply, NULL, NULL, NULL, napi_default, NULL },
     { "get", NULL, js_get, NULL, NULL, NULL, napi_default, NULL },
     { "dump", NULL, js_dump, NULL, NULL, NULL, napi_default, NULL },
+    { "rules", NULL, js_rules, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

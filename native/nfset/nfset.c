@@ -23,7 +23,9 @@
 #include <linux/netfilter.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nf_tables.h>
+#include <libnftnl/chain.h>
 #include <libnftnl/common.h>
+#include <libnftnl/rule.h>
 #include <libnftnl/expr.h>
 #include <libnftnl/set.h>
 #include <libnftnl/udata.h>
@@ -372,4 +374,46 @@ void nfset_elems_free(nfset_elems *e) {
   free(e->counters);
   free(e->comments);
   memset(e, 0, sizeof *e);
+}
+
+/* Reads replies to seq until its ack or NLMSG_DONE; counts the data messages. */
+static int count_replies(nfset_conn *c, uint32_t seq, uint32_t *count) {
+  for (;;) {
+    int len = (int)mnl_socket_recvfrom(c->nl, c->rbuf, RECV_SIZE);
+    if (len < 0) return -errno;
+    for (struct nlmsghdr *h = (struct nlmsghdr *)c->rbuf; mnl_nlmsg_ok(h, len); h = mnl_nlmsg_next(h, &len)) {
+      if (h->nlmsg_seq != seq) continue;
+      if (h->nlmsg_type == NLMSG_DONE) return 0;
+      if (h->nlmsg_type != NLMSG_ERROR) { (*count)++; continue; }
+      int e = ((struct nlmsgerr *)mnl_nlmsg_get_payload(h))->error;
+      if (e || !(h->nlmsg_flags & NLM_F_MULTI)) return e;
+    }
+  }
+}
+
+int nfset_rules(nfset_conn *c, const char *chain, uint32_t *count) {
+  char buf[1024];
+  uint32_t chains = 0, seq = c->seq++;
+  /* The chain first: a rule dump of a missing chain is empty, not an error. */
+  struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETCHAIN, NFPROTO_INET, NLM_F_ACK, seq);
+  struct nftnl_chain *ch = nftnl_chain_alloc();
+  if (!ch) abort();
+  nftnl_chain_set_str(ch, NFTNL_CHAIN_TABLE, c->table);
+  nftnl_chain_set_str(ch, NFTNL_CHAIN_NAME, chain);
+  nftnl_chain_nlmsg_build_payload(nlh, ch);
+  nftnl_chain_free(ch);
+  if (mnl_socket_sendto(c->nl, buf, nlh->nlmsg_len) < 0) return -errno;
+  int r = count_replies(c, seq, &chains);
+  if (r) return r;
+  seq = c->seq++;
+  nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP | NLM_F_ACK, seq);
+  struct nftnl_rule *rule = nftnl_rule_alloc();
+  if (!rule) abort();
+  nftnl_rule_set_str(rule, NFTNL_RULE_TABLE, c->table);
+  nftnl_rule_set_str(rule, NFTNL_RULE_CHAIN, chain);
+  nftnl_rule_nlmsg_build_payload(nlh, rule);
+  nftnl_rule_free(rule);
+  if (mnl_socket_sendto(c->nl, buf, nlh->nlmsg_len) < 0) return -errno;
+  *count = 0;
+  return count_replies(c, seq, count);
 }

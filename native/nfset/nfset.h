@@ -35,4 +35,6 @@ int nfset_get(nfset_conn *c, const char *set, uint32_t klen, const uint8_t *keys
 /* The whole set; out must be zeroed; free with nfset_elems_free. */
 int nfset_dump(nfset_conn *c, const char *set, nfset_elems *out);
 void nfset_elems_free(nfset_elems *e);
+/* Rules in one chain of the table; -ENOENT if the table or chain is gone. */
+int nfset_rules(nfset_conn *c, const char *chain, uint32_t *count);
 #endif

@@ -28,6 +28,9 @@ export interface ElementStore {
   get(set: string, family: Family, tuples: readonly Tuple[]): Promise<Array<SetElement | undefined>>;
   /** Every element of the set; undefined if there is no such set (or table). */
   dump(set: string, family: Family): Promise<SetElement[] | undefined>;
+  /** Rules in one of our chains (the engine's check for a flushed ruleset); undefined if the
+   * table or chain is gone. Throws when it could not tell. */
+  ruleCount(chain: string): Promise<number | undefined>;
   close(): Promise<void>;
 }
 

@@ -63,6 +63,15 @@ export class NetlinkStore implements ElementStore {
     return out;
   }
 
+  async ruleCount(chain: string): Promise<number | undefined> {
+    try {
+      return this.addon.rules(this.open(), chain);
+    } catch (e) {
+      if (isNfsetError(e) && e.code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
   async close(): Promise<void> {
     if (this.handle) this.addon.close(this.handle);
     this.handle = undefined;

@@ -14,6 +14,7 @@ export interface NfsetAddon {
   apply(h: NfsetHandle, ops: NfsetOp[]): void;
   get(h: NfsetHandle, set: string, keyLen: number, keys: Buffer): [Uint8Array, Float64Array, Array<string | undefined>];
   dump(h: NfsetHandle, set: string, keyLen?: number): [Buffer, number, Float64Array, Array<string | undefined>];
+  rules(h: NfsetHandle, chain: string): number;
 }
 
 /** Errors the addon throws: errno and its name, as Node's own system errors have. */

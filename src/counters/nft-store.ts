@@ -41,6 +41,14 @@ export class NftStore implements ElementStore {
     return this.list(set, family, false);
   }
 
+  /** Listing a chain makes nft load the sets its rules name (0.2 s at 10,000 elements). */
+  async ruleCount(chain: string): Promise<number | undefined> {
+    const r = await this.kernel.nft(`list chain inet ${this.table} ${chain}`).catch(sessionFailure);
+    if (r.code === 0) return (JSON.parse(r.stdout).nftables as Array<Record<string, unknown>>).filter((i) => i.rule).length;
+    if (/No such file or directory/.test(r.stderr)) return undefined;
+    throw new Error(`nft list chain inet ${this.table} ${chain}: ${firstLines(r.stderr)}`);
+  }
+
   async close(): Promise<void> {
     // The session belongs to the Kernel, which the engine closes.
   }

@@ -4,7 +4,7 @@ import { ElementChanges, type ElementStore } from './element-store.js';
 import { Kernel } from './kernel.js';
 import { NetlinkStore } from './netlink-store.js';
 import { countsOf, dropTableText, flowsSet, ownersSet, tableText, type NftLayout, type SetElement } from './nft-ruleset.js';
-import { firstLines, NftStore, sessionFailure } from './nft-store.js';
+import { firstLines, NftStore } from './nft-store.js';
 import { canonicalKey, connId, inTuple, keyOf, mirrorKey, outTuple, ownerTag, parseOwnerTag, tupleId, type Tuple } from './tuple.js';
 
 export interface NftablesOptions {
@@ -110,8 +110,9 @@ export class NftablesEngine implements CounterEngine {
    * or fewer rules than we installed, is damage. */
   repair(): Promise<Repair | undefined> {
     return this.kernel.serial(async () => {
-      // Listing a chain makes nft load the sets its rules name (0.2 s at 10,000 elements), so
-      // each call checks one chain, in turn: a flush is still noticed within two calls.
+      // Listing a chain through nft makes it load the sets its rules name (0.2 s at 10,000
+      // elements; netlink only dumps the rules), so each call checks one chain, in turn: a flush
+      // is still noticed within two calls.
       const chain = CHAINS[this.repairCalls++ % CHAINS.length]!;
       const now = await this.countRules([chain]);
       const damaged = [chain].find((c) => (now[c] ?? 0) < (this.ruleCounts[c] ?? 0));
@@ -135,11 +136,9 @@ export class NftablesEngine implements CounterEngine {
   private async countRules(chains: ReadonlyArray<(typeof CHAINS)[number]> = CHAINS): Promise<Partial<Record<(typeof CHAINS)[number], number>>> {
     const counts: Partial<Record<(typeof CHAINS)[number], number>> = {};
     for (const chain of chains) {
-      const r = await this.kernel.nft(`list chain inet ${this.layout.table} ${chain}`).catch(sessionFailure);
-      if (r.code === 0) counts[chain] = (JSON.parse(r.stdout).nftables as Array<Record<string, unknown>>).filter((i) => i.rule).length;
-      // Only "no such table/chain" is damage: a listing that failed for another reason (a busy
+      // Only "no such table/chain" is damage: a check that failed for another reason (a busy
       // machine, a netlink hiccup) must not make us wipe and reinstall live counters.
-      else if (!/No such file or directory/.test(r.stderr)) counts[chain] = this.ruleCounts[chain];
+      counts[chain] = await this.store!.ruleCount(chain).catch(() => this.ruleCounts[chain]);
     }
     return counts;
   }

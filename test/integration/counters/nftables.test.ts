@@ -211,6 +211,25 @@ describe.each(['netlink', 'nft'] as const)('nftables engine over %s, real traffi
     await expectHarvestAfterKill(pair, 'nftables', 'crashed', HOSTILE_JOBS[1]!, new NftablesEngine({ capacity: 10, interfaces: ['lo', 'veth0'], netns: pair.node.ns, table: 'crashed', elements }), elements);
   });
 
+  it('repair() notices a flushed chain or a deleted table and reinstalls them with the begun connections', async () => {
+    const k: ConnKey = { family: 4, localAddr: pair.node.v4, localPort: 45100, remoteAddr: pair.remote.v4, remotePort: 5014 };
+    await engine.begin([{ key: k, owner }]);
+    const untilFound = async (): Promise<Awaited<ReturnType<NftablesEngine['repair']>>> => (await engine.repair()) ?? (await engine.repair());
+    expect(await engine.repair()).toBeUndefined();
+    expect(await engine.repair()).toBeUndefined();
+    await nft('flush', 'chain', 'inet', 'netprof', 'input');
+    const flushed = await untilFound();
+    expect(flushed!.reason).toMatch(/chain input holds 0 rules, not \d+/);
+    expect(flushed!.restarted).toEqual([k]);
+    await nft('delete', 'table', 'inet', 'netprof');
+    expect((await untilFound())!.reason).toMatch(/chain (input|output) of table inet netprof is gone/);
+    expect(await flowsCount()).toBe(2);
+    expect(await engine.repair()).toBeUndefined();
+    expect(await engine.repair()).toBeUndefined();
+    await engine.end([k]);
+    expect(await flowsCount()).toBe(0);
+  });
+
   it('stop() removes its table and leaves a foreign table exactly as it was', async () => {
     await engine.stop();
     expect(await nft('list', 'table', 'inet', 'foreign')).toBe(foreignBefore);
