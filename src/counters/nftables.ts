@@ -2,9 +2,9 @@ import type { BeginItem, BeginOutcome, ConnKey, CounterEngine, CounterOwner, Cou
 import { diag } from '../util/diag.js';
 import { ElementChanges, type ElementStore } from './element-store.js';
 import { Kernel } from './kernel.js';
-import { NetlinkStore } from './netlink-store.js';
 import { countsOf, dropTableText, flowsSet, ownersSet, tableText, type NftLayout, type SetElement } from './nft-ruleset.js';
-import { firstLines, NftStore } from './nft-store.js';
+import { firstLines } from './nft-store.js';
+import { openElementStore, type ElementPath } from './stores.js';
 import { canonicalKey, connId, inTuple, keyOf, mirrorKey, outTuple, ownerTag, parseOwnerTag, tupleId, type Tuple } from './tuple.js';
 
 export interface NftablesOptions {
@@ -24,7 +24,7 @@ export interface NftablesOptions {
   netns?: string;
   /** How elements are changed and read: `netlink` (our own socket, native/nfset), `nft` (the
    * nft program), `auto` (netlink if its addon loads, else nft with a warning). Default auto. */
-  elements?: 'auto' | 'netlink' | 'nft';
+  elements?: ElementPath;
   /** The addon's path (tests: a missing one, to exercise the fallback). */
   addonPath?: string;
 }
@@ -81,22 +81,10 @@ export class NftablesEngine implements CounterEngine {
     return this.store?.kind;
   }
 
-  private openStore(): ElementStore {
-    const want = this.options.elements ?? 'auto';
-    if (want !== 'nft') {
-      try {
-        return new NetlinkStore(this.layout.table, this.options.netns, this.options.addonPath);
-      } catch (e) {
-        if (want === 'netlink') throw e;
-        diag.warn('counting through the nft program instead of netlink (slower)', { error: (e as Error).message });
-      }
-    }
-    return new NftStore(this.kernel, this.layout.table);
-  }
 
   start(): Promise<Installed[]> {
     return this.kernel.serial(async () => {
-      this.store ??= this.openStore();
+      this.store ??= openElementStore(this.options.elements ?? 'auto', this.layout.table, this.kernel, this.options.netns, this.options.addonPath);
       const harvested = await this.harvest();
       await this.nftFile(tableText(this.layout));
       this.begun.clear();
@@ -171,7 +159,7 @@ export class NftablesEngine implements CounterEngine {
             for (const [id, b] of fresh) this.begun.set(id, b);
             return outcomes.map((o) => (typeof o === 'string' ? o : o.outcome));
           }
-          diag.warn('begin batch refused by nft; retrying with a listing', { connections: fresh.size, error: this.lastError });
+          diag.warn('begin batch refused by the kernel; retrying after reading its elements', { connections: fresh.size, error: this.lastError });
         }
         const attempt = async (flows: Flows, withFlowAdds: boolean): Promise<boolean> => {
           const batch = new ElementChanges();
