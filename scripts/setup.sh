@@ -18,6 +18,12 @@ want iperf3 iperf3            # tests and benchmarks: real traffic
 want nc netcat-openbsd
 want curl curl
 want python3 python3-minimal
+# counters over netlink: the native addon in native/nfset binds the kernel's own libraries
+want cc build-essential
+want make make
+want pkg-config pkg-config
+pkg-config --exists libnftnl 2>/dev/null || need="$need libnftnl-dev"
+pkg-config --exists libmnl 2>/dev/null || need="$need libmnl-dev"
 if [ -n "$need" ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "netprof setup: missing Debian packages:$need (run as root to install them)" >&2
@@ -34,3 +40,15 @@ else
   npm ci --no-audit --no-fund
 fi
 npx tsc -p tsconfig.json
+
+# The addon, against this Node's own headers (node-gyp would otherwise download them); rebuilt
+# when a source is newer than the build. Without it the daemon counts through nft, slower.
+addon=native/nfset/build/Release/nfset.node
+nodedir=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")
+if [ ! -f "$addon" ] || [ -n "$(find native/nfset -maxdepth 1 -newer "$addon" -type f)" ]; then
+  if [ ! -f "$nodedir/include/node/node_api.h" ]; then
+    echo "netprof setup: no Node.js headers in $nodedir/include/node; cannot build native/nfset" >&2
+    exit 1
+  fi
+  (cd native/nfset && ../../node_modules/.bin/node-gyp rebuild --loglevel=warn --nodedir="$nodedir" >/dev/null)
+fi

@@ -1,9 +1,10 @@
-import type { Family } from '../connection.js';
 import type { BeginItem, BeginOutcome, ConnKey, CounterEngine, CounterOwner, Counts, Installed, Repair } from './engine.js';
 import { diag } from '../util/diag.js';
-import type { RunResult } from '../util/exec.js';
+import { ElementChanges, type ElementStore } from './element-store.js';
 import { Kernel } from './kernel.js';
-import { countsOf, dropTableText, ElementBatch, flowsSet, ownersSet, parseSets, tableText, type NftLayout, type SetElement } from './nft-ruleset.js';
+import { countsOf, dropTableText, flowsSet, ownersSet, tableText, type NftLayout, type SetElement } from './nft-ruleset.js';
+import { firstLines } from './nft-store.js';
+import { openElementStore, type ElementPath } from './stores.js';
 import { canonicalKey, connId, inTuple, keyOf, mirrorKey, outTuple, ownerTag, parseOwnerTag, tupleId, type Tuple } from './tuple.js';
 
 export interface NftablesOptions {
@@ -21,6 +22,11 @@ export interface NftablesOptions {
   priority?: number;
   /** Run nft inside this network namespace (tests). */
   netns?: string;
+  /** How elements are changed and read: `netlink` (our own socket, native/nfset), `nft` (the
+   * nft program), `auto` (netlink if its addon loads, else nft with a warning). Default auto. */
+  elements?: ElementPath;
+  /** The addon's path (tests: a missing one, to exercise the fallback). */
+  addonPath?: string;
 }
 
 const CHAINS = ['output', 'input'] as const;
@@ -52,6 +58,8 @@ export class NftablesEngine implements CounterEngine {
   private repairCalls = 0;
   /** Rules per chain as installed, to notice a flush. */
   private ruleCounts: Partial<Record<(typeof CHAINS)[number], number>> = {};
+  private store: ElementStore | undefined;
+  private readonly options: NftablesOptions;
 
   constructor(options: NftablesOptions) {
     if (!Number.isInteger(options.capacity) || options.capacity < 1) throw new Error(`capacity must be a positive integer, not ${options.capacity}`);
@@ -65,10 +73,18 @@ export class NftablesEngine implements CounterEngine {
     };
     tableText(this.layout); // checks names now rather than at start()
     this.kernel = new Kernel(options.netns);
+    this.options = options;
   }
+
+  /** Which path changes and reads elements; undefined before start(). */
+  get elementPath(): ElementStore['kind'] | undefined {
+    return this.store?.kind;
+  }
+
 
   start(): Promise<Installed[]> {
     return this.kernel.serial(async () => {
+      this.store ??= openElementStore(this.options.elements ?? 'auto', this.layout.table, this.kernel, this.options.netns, this.options.addonPath);
       const harvested = await this.harvest();
       await this.nftFile(tableText(this.layout));
       this.begun.clear();
@@ -82,8 +98,9 @@ export class NftablesEngine implements CounterEngine {
    * or fewer rules than we installed, is damage. */
   repair(): Promise<Repair | undefined> {
     return this.kernel.serial(async () => {
-      // Listing a chain makes nft load the sets its rules name (0.2 s at 10,000 elements), so
-      // each call checks one chain, in turn: a flush is still noticed within two calls.
+      // Listing a chain through nft makes it load the sets its rules name (0.2 s at 10,000
+      // elements; netlink only dumps the rules), so each call checks one chain, in turn: a flush
+      // is still noticed within two calls.
       const chain = CHAINS[this.repairCalls++ % CHAINS.length]!;
       const now = await this.countRules([chain]);
       const damaged = [chain].find((c) => (now[c] ?? 0) < (this.ruleCounts[c] ?? 0));
@@ -91,7 +108,7 @@ export class NftablesEngine implements CounterEngine {
       const reason = now[damaged] === undefined ? `chain ${damaged} of table inet ${this.layout.table} is gone` : `chain ${damaged} holds ${now[damaged]} rules, not ${this.ruleCounts[damaged]}`;
       await this.nftFile(tableText(this.layout));
       const all = [...this.begun.values()];
-      const batch = new ElementBatch(this.layout.table);
+      const batch = new ElementChanges();
       const added = new Set<string>();
       for (const b of all) {
         const tuples = [outTuple(b.key), inTuple(b.key)].filter((t) => !added.has(tupleId(t)) && added.add(tupleId(t)));
@@ -107,11 +124,9 @@ export class NftablesEngine implements CounterEngine {
   private async countRules(chains: ReadonlyArray<(typeof CHAINS)[number]> = CHAINS): Promise<Partial<Record<(typeof CHAINS)[number], number>>> {
     const counts: Partial<Record<(typeof CHAINS)[number], number>> = {};
     for (const chain of chains) {
-      const r = await this.kernel.nft(`list chain inet ${this.layout.table} ${chain}`).catch(sessionFailure);
-      if (r.code === 0) counts[chain] = (JSON.parse(r.stdout).nftables as Array<Record<string, unknown>>).filter((i) => i.rule).length;
-      // Only "no such table/chain" is damage: a listing that failed for another reason (a busy
+      // Only "no such table/chain" is damage: a check that failed for another reason (a busy
       // machine, a netlink hiccup) must not make us wipe and reinstall live counters.
-      else if (!/No such file or directory/.test(r.stderr)) counts[chain] = this.ruleCounts[chain];
+      counts[chain] = await this.store!.ruleCount(chain).catch(() => this.ruleCounts[chain]);
     }
     return counts;
   }
@@ -144,10 +159,10 @@ export class NftablesEngine implements CounterEngine {
             for (const [id, b] of fresh) this.begun.set(id, b);
             return outcomes.map((o) => (typeof o === 'string' ? o : o.outcome));
           }
-          diag.warn('begin batch refused by nft; retrying with a listing', { connections: fresh.size, error: this.lastError });
+          diag.warn('begin batch refused by the kernel; retrying after reading its elements', { connections: fresh.size, error: this.lastError });
         }
         const attempt = async (flows: Flows, withFlowAdds: boolean): Promise<boolean> => {
-          const batch = new ElementBatch(this.layout.table);
+          const batch = new ElementChanges();
           for (const { old, owner } of retag) {
             old.owner = owner;
             if (!this.begun.has(connId(old.key))) continue; // begun in this call: added below
@@ -169,10 +184,10 @@ export class NftablesEngine implements CounterEngine {
           }
           return this.apply(batch);
         };
-        const families = new Set([...fresh.values(), ...retag.map((r) => r.old)].map((b) => b.key.family));
+        const keys = [...fresh.values()].map((b) => b.key);
         // A full flows set makes the whole transaction fail: then count only what the datapath
         // already has an element for.
-        if (!(await attempt(await this.readFlows(families), true)) && !(await attempt(await this.readFlows(families), false))) {
+        if (!(await attempt(await this.readFlows(keys), true)) && !(await attempt(await this.readFlows(keys), false))) {
           throw new Error(`nft: could not add elements to table inet ${this.layout.table}: ${this.lastError}`);
         }
         for (const [id, b] of fresh) if (b.outcome !== 'no-room') this.begun.set(id, b);
@@ -184,7 +199,7 @@ export class NftablesEngine implements CounterEngine {
   /** Adds both directions' flows elements and the owner of connections seen opening, in one
    * transaction; false if nft refused it (a full set), and nothing changed. */
   private addBegun(list: readonly Begun[]): Promise<boolean> {
-    const batch = new ElementBatch(this.layout.table);
+    const batch = new ElementChanges();
     for (const family of [4, 6] as const) {
       const mine = list.filter((b) => b.key.family === family);
       batch.add(flowsSet(family), mine.flatMap((b) => [{ tuple: outTuple(b.key) }, { tuple: inTuple(b.key) }]));
@@ -196,7 +211,7 @@ export class NftablesEngine implements CounterEngine {
   read(keys: readonly ConnKey[]): Promise<Array<Counts | undefined>> {
     return this.kernel.serial(async () => {
       const ks = keys.map(canonicalKey);
-      const flows = await this.readFlows(new Set(ks.map((k) => k.family)));
+      const flows = await this.readFlows(ks.filter((k) => this.begun.has(connId(k))));
       return ks.map((k) => this.countsOfBegun(flows, k));
     });
   }
@@ -204,11 +219,10 @@ export class NftablesEngine implements CounterEngine {
   end(keys: readonly ConnKey[]): Promise<Array<Counts | undefined>> {
     return this.kernel.serial(async () => {
       const ks = keys.map(canonicalKey);
-      const families = new Set(ks.map((k) => k.family));
       let counts: Array<Counts | undefined> = [];
       const attempt = async (flows: Flows): Promise<boolean> => {
         counts = ks.map((k) => this.countsOfBegun(flows, k));
-        const batch = new ElementBatch(this.layout.table);
+        const batch = new ElementChanges();
         const ending = new Set(ks.map(connId));
         for (const k of ks) {
           if (this.begun.has(connId(k))) batch.delete(ownersSet(k.family), [{ tuple: outTuple(k) }]);
@@ -216,7 +230,7 @@ export class NftablesEngine implements CounterEngine {
         this.deleteFlows(batch, flows, ks, ending);
         return this.apply(batch);
       };
-      if (!(await attempt(await this.readFlows(families))) && !(await attempt(await this.readFlows(families)))) {
+      if (!(await attempt(await this.readFlows(ks))) && !(await attempt(await this.readFlows(ks)))) {
         throw new Error(`nft: could not remove ended connections from table inet ${this.layout.table}: ${this.lastError}`);
       }
       for (const k of ks) this.begun.delete(connId(k));
@@ -227,7 +241,7 @@ export class NftablesEngine implements CounterEngine {
   forget(keys: readonly ConnKey[]): Promise<void> {
     return this.kernel.serial(async () => {
       const ks = keys.map(canonicalKey).filter((k) => this.begun.has(connId(k)));
-      const batch = new ElementBatch(this.layout.table);
+      const batch = new ElementChanges();
       for (const k of ks) batch.delete(ownersSet(k.family), [{ tuple: outTuple(k) }]);
       for (const k of ks) this.begun.delete(connId(k));
       if (!(await this.apply(batch))) throw new Error(`nft: could not remove owners from table inet ${this.layout.table}: ${this.lastError}`);
@@ -238,13 +252,12 @@ export class NftablesEngine implements CounterEngine {
     return this.kernel.serial(async () => {
       const ks = keys.map(canonicalKey).filter((k) => !this.begun.has(connId(k)));
       if (!ks.length) return;
-      const families = new Set(ks.map((k) => k.family));
       const attempt = async (flows: Flows): Promise<boolean> => {
-        const batch = new ElementBatch(this.layout.table);
+        const batch = new ElementChanges();
         this.deleteFlows(batch, flows, ks, new Set());
         return this.apply(batch);
       };
-      if (!(await attempt(await this.readFlows(families))) && !(await attempt(await this.readFlows(families)))) {
+      if (!(await attempt(await this.readFlows(ks))) && !(await attempt(await this.readFlows(ks)))) {
         throw new Error(`nft: could not discard connections from table inet ${this.layout.table}: ${this.lastError}`);
       }
     });
@@ -252,7 +265,7 @@ export class NftablesEngine implements CounterEngine {
 
   sweep(inUse: readonly ConnKey[] = []): Promise<number> {
     return this.kernel.serial(async () => {
-      const flows = await this.readFlows(new Set<Family>([4, 6]));
+      const flows = await this.allFlows();
       const owned = new Set<string>();
       for (const key of [...[...this.begun.values()].map((b) => b.key), ...inUse.map(canonicalKey)]) {
         owned.add(tupleId(outTuple(key)));
@@ -260,7 +273,7 @@ export class NftablesEngine implements CounterEngine {
       }
       const unowned = new Set([...flows.keys()].filter((id) => !owned.has(id)));
       const doomed = [...unowned].filter((id) => this.unownedAtLastSweep.has(id));
-      const batch = new ElementBatch(this.layout.table);
+      const batch = new ElementChanges();
       const connections = new Set<string>();
       for (const family of [4, 6] as const) {
         const tuples = doomed.map((id) => flows.get(id)!.tuple).filter((t) => t.family === family);
@@ -278,7 +291,7 @@ export class NftablesEngine implements CounterEngine {
   list(): Promise<Installed[]> {
     return this.kernel.serial(async () => {
       const all = [...this.begun.values()];
-      const flows = await this.readFlows(new Set(all.map((b) => b.key.family)));
+      const flows = await this.readFlows(all.map((b) => b.key));
       return all.map((b) => ({ key: b.key, owner: b.owner, counts: this.countsOfBegun(flows, b.key) }));
     });
   }
@@ -291,23 +304,20 @@ export class NftablesEngine implements CounterEngine {
     return this.kernel.serial(async () => {
       await this.nftFile(dropTableText(this.layout.table));
       this.begun.clear();
+      await this.store?.close();
+      this.store = undefined;
       await this.kernel.close();
     });
   }
 
   /** What a previous (crashed) run left in our table: owned connections with their counters. */
   private async harvest(): Promise<Installed[]> {
-    const r = await this.kernel.run('nft', ['-j', 'list', 'table', 'inet', this.layout.table]);
-    if (r.code !== 0) {
-      if (/No such file or directory/.test(r.stderr)) return [];
-      throw new Error(`nft list table inet ${this.layout.table}: ${r.stderr.trim()}`);
-    }
-    const sets = parseSets(r.stdout);
-    const flows: Flows = new Map();
-    for (const f of [4, 6] as const) for (const e of sets.get(flowsSet(f)) ?? []) flows.set(tupleId(e.tuple), e);
     const out: Installed[] = [];
     for (const f of [4, 6] as const) {
-      for (const e of sets.get(ownersSet(f)) ?? []) {
+      const owners = await this.store!.dump(ownersSet(f), f);
+      if (!owners?.length) continue; // no table (or set): nothing to harvest
+      const flows = await this.readFlows(owners.map((e) => keyOf(e.tuple)));
+      for (const e of owners) {
         const key = keyOf(e.tuple);
         const owner = e.comment === undefined ? undefined : parseOwnerTag(e.comment);
         out.push({ key, counts: this.countsIn(flows, key), ...(owner ? { owner } : {}) });
@@ -344,7 +354,7 @@ export class NftablesEngine implements CounterEngine {
 
   /** Deletes the present datapath elements of these connections, except those the other end of a
    * loopback connection still needs (its mirror key is begun and not ending now). */
-  private deleteFlows(batch: ElementBatch, flows: Flows, ks: readonly ConnKey[], ending: ReadonlySet<string>): void {
+  private deleteFlows(batch: ElementChanges, flows: Flows, ks: readonly ConnKey[], ending: ReadonlySet<string>): void {
     const seen = new Set<string>();
     for (const k of ks) {
       const mirror = connId(mirrorKey(k));
@@ -359,25 +369,36 @@ export class NftablesEngine implements CounterEngine {
     }
   }
 
-  /** Our flows sets' elements (only ours: never the ruleset). */
-  private async readFlows(families: ReadonlySet<Family>): Promise<Flows> {
+  /** The flows elements of these connections' two directions, read by key: absent ones are
+   * simply not in the map. */
+  private async readFlows(keys: readonly ConnKey[]): Promise<Flows> {
     const flows: Flows = new Map();
-    for (const f of families) {
-      const r = await this.kernel.nft(`list set inet ${this.layout.table} ${flowsSet(f)}`);
-      if (r.code !== 0) throw new Error(`nft list set inet ${this.layout.table} ${flowsSet(f)}: ${firstLines(r.stderr)}`);
-      const text = r.stdout;
-      for (const e of parseSets(text).get(flowsSet(f)) ?? []) flows.set(tupleId(e.tuple), e);
+    for (const f of [4, 6] as const) {
+      const tuples = new Map<string, Tuple>();
+      for (const k of keys) if (k.family === f) for (const t of [outTuple(k), inTuple(k)]) tuples.set(tupleId(t), t);
+      if (!tuples.size) continue;
+      const got = await this.store!.get(flowsSet(f), f, [...tuples.values()]);
+      for (const e of got) if (e) flows.set(tupleId(e.tuple), e);
     }
     return flows;
   }
 
-  /** Applies a batch in one transaction; false if nft refused it (nothing changed then). */
-  private async apply(batch: ElementBatch): Promise<boolean> {
+  /** Every element of both flows sets: only the sweep needs them all. */
+  private async allFlows(): Promise<Flows> {
+    const flows: Flows = new Map();
+    for (const f of [4, 6] as const) {
+      const all = await this.store!.dump(flowsSet(f), f);
+      if (!all) throw new Error(`set ${flowsSet(f)} of table inet ${this.layout.table} is gone`);
+      for (const e of all) flows.set(tupleId(e.tuple), e);
+    }
+    return flows;
+  }
+
+  /** Applies a batch in one transaction; false if the kernel refused it (nothing changed then). */
+  private async apply(batch: ElementChanges): Promise<boolean> {
     if (batch.empty) return true;
-    // A session that died fails this attempt only; callers retry once, in a fresh session.
-    const r = await this.kernel.nft(batch.toJson()).catch(sessionFailure);
-    if (r.code === 0) return true;
-    this.lastError = firstLines(r.stderr);
+    if (await this.store!.apply(batch.ops)) return true;
+    this.lastError = this.store!.lastError;
     return false;
   }
 
@@ -390,8 +411,6 @@ export class NftablesEngine implements CounterEngine {
   }
 }
 
-const sessionFailure = (e: Error): RunResult => ({ code: -1, stdout: '', stderr: e.message });
-const firstLines = (stderr: string): string => stderr.trim().split('\n').filter(Boolean).slice(0, 3).join(' | ');
 
 function reverse(t: Tuple): Tuple {
   return { family: t.family, saddr: t.daddr, sport: t.dport, daddr: t.saddr, dport: t.sport };

@@ -186,9 +186,9 @@ export async function startDriver(bundle: string, args: string[]): Promise<{ chi
  * a fresh engine of the same kind harvests that connection once, with its owner and exact counts
  * (begun before the SYN), then removes it.
  */
-export async function expectHarvestAfterKill(pair: Pair, kind: 'nftables' | 'iptables', name: string, job: string, fresh: CounterEngine): Promise<void> {
+export async function expectHarvestAfterKill(pair: Pair, kind: 'nftables' | 'iptables', name: string, job: string, fresh: CounterEngine, elements?: 'netlink' | 'nft'): Promise<void> {
   const key: ConnKey = { family: 4, localAddr: pair.node.v4, localPort: 40011, remoteAddr: pair.remote.v4, remotePort: 5011 };
-  const driver = await startDriver(DRIVER, [kind, pair.node.ns, name, JSON.stringify(key), JSON.stringify({ pid: 99, job })]);
+  const driver = await startDriver(DRIVER, [kind, pair.node.ns, name, JSON.stringify(key), JSON.stringify({ pid: 99, job }), ...(elements ? [elements] : [])]);
   try {
     expect(driver.outcome).toBe('["from-now"]');
     await runCase(pair, { family: 4, node: 'client', port: 5011, clientPort: 40011, clientSend: 250_000, serverSend: 150_000 });

@@ -20,7 +20,8 @@ const FOREIGN = `table inet foreign {
 }
 `;
 
-describe('nftables engine, real traffic against conntrack', () => {
+// The same engine over both element paths: our netlink socket (native/nfset) and the nft program.
+describe.each(['netlink', 'nft'] as const)('nftables engine over %s, real traffic against conntrack', (elements) => {
   let pair: Pair;
   let engine: NftablesEngine;
   let foreignBefore = '';
@@ -48,8 +49,9 @@ describe('nftables engine, real traffic against conntrack', () => {
     await nft('-f', join(work, 'foreign.nft'));
     foreignBefore = await nft('list', 'table', 'inet', 'foreign');
     expect(foreignBefore).toContain('192.0.2.1 . 9');
-    engine = new NftablesEngine({ capacity: 1_010, interfaces: ['lo', 'veth0'], netns: pair.node.ns });
+    engine = new NftablesEngine({ capacity: 1_010, interfaces: ['lo', 'veth0'], netns: pair.node.ns, elements });
     expect(await engine.start()).toEqual([]);
+    expect(engine.elementPath).toBe(elements);
   });
 
   afterAll(async () => {
@@ -125,7 +127,7 @@ describe('nftables engine, real traffic against conntrack', () => {
     const tEnd = Date.now() - t2;
     expect(engine.size()).toBe(0);
     expect(await flowsCount()).toBe(0);
-    console.log(`nftables, 1000 connections: begin ${tBegin} ms, read ${tRead} ms, end ${tEnd} ms`);
+    console.log(`nftables over ${elements}, 1000 connections: begin ${tBegin} ms, read ${tRead} ms, end ${tEnd} ms`);
   });
 
   it('begins a connection whose SYN it did not see from now; discards and sweeps unowned ones', async () => {
@@ -206,7 +208,26 @@ describe('nftables engine, real traffic against conntrack', () => {
     await engine.end(keys);
 
     // A process that began counting, then was killed -9 before it could end or stop.
-    await expectHarvestAfterKill(pair, 'nftables', 'crashed', HOSTILE_JOBS[1]!, new NftablesEngine({ capacity: 10, interfaces: ['lo', 'veth0'], netns: pair.node.ns, table: 'crashed' }));
+    await expectHarvestAfterKill(pair, 'nftables', 'crashed', HOSTILE_JOBS[1]!, new NftablesEngine({ capacity: 10, interfaces: ['lo', 'veth0'], netns: pair.node.ns, table: 'crashed', elements }), elements);
+  });
+
+  it('repair() notices a flushed chain or a deleted table and reinstalls them with the begun connections', async () => {
+    const k: ConnKey = { family: 4, localAddr: pair.node.v4, localPort: 45100, remoteAddr: pair.remote.v4, remotePort: 5014 };
+    await engine.begin([{ key: k, owner }]);
+    const untilFound = async (): Promise<Awaited<ReturnType<NftablesEngine['repair']>>> => (await engine.repair()) ?? (await engine.repair());
+    expect(await engine.repair()).toBeUndefined();
+    expect(await engine.repair()).toBeUndefined();
+    await nft('flush', 'chain', 'inet', 'netprof', 'input');
+    const flushed = await untilFound();
+    expect(flushed!.reason).toMatch(/chain input holds 0 rules, not \d+/);
+    expect(flushed!.restarted).toEqual([k]);
+    await nft('delete', 'table', 'inet', 'netprof');
+    expect((await untilFound())!.reason).toMatch(/chain (input|output) of table inet netprof is gone/);
+    expect(await flowsCount()).toBe(2);
+    expect(await engine.repair()).toBeUndefined();
+    expect(await engine.repair()).toBeUndefined();
+    await engine.end([k]);
+    expect(await flowsCount()).toBe(0);
   });
 
   it('stop() removes its table and leaves a foreign table exactly as it was', async () => {

@@ -1,0 +1,47 @@
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/** The native addon of native/nfset (nf_tables elements over netlink through libnftnl). */
+
+export type NfsetHandle = { readonly __nfset: unique symbol };
+
+/** [op (0 add, 1 destroy, 2 delete), set, keyLen, keys, comments or null] */
+export type NfsetOp = [number, string, number, Buffer, Array<string | null> | null];
+
+export interface NfsetAddon {
+  open(nsPath: string | null, table: string): NfsetHandle;
+  close(h: NfsetHandle): void;
+  apply(h: NfsetHandle, ops: NfsetOp[]): void;
+  get(h: NfsetHandle, set: string, keyLen: number, keys: Buffer): [Uint8Array, Float64Array, Array<string | undefined>];
+  dump(h: NfsetHandle, set: string, keyLen?: number): [Buffer, number, Float64Array, Array<string | undefined>];
+  rules(h: NfsetHandle, chain: string): number;
+}
+
+/** Errors the addon throws: errno and its name, as Node's own system errors have. */
+export interface NfsetError extends Error {
+  errno: number;
+  code: string;
+}
+
+export const isNfsetError = (e: unknown): e is NfsetError => e instanceof Error && typeof (e as Partial<NfsetError>).errno === 'number';
+
+export const DEFAULT_ADDON = fileURLToPath(new URL('../../native/nfset/build/Release/nfset.node', import.meta.url));
+
+const FIX = 'run `npm run setup` (scripts/setup.sh installs libnftnl-dev, libmnl-dev, pkg-config and a C compiler, then builds it with node-gyp)';
+
+const loaded = new Map<string, NfsetAddon | Error>();
+
+/** Loads the addon once per path; throws an Error that names the fix if it cannot. */
+export function loadNfset(path = DEFAULT_ADDON): NfsetAddon {
+  let a = loaded.get(path);
+  if (!a) {
+    try {
+      a = createRequire(import.meta.url)(path) as NfsetAddon;
+    } catch (e) {
+      a = new Error(`netlink counter path unavailable: cannot load ${path} (${(e as Error).message.split('\n')[0]}); ${FIX}`);
+    }
+    loaded.set(path, a);
+  }
+  if (a instanceof Error) throw a;
+  return a;
+}
