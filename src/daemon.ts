@@ -6,6 +6,7 @@ import { checkAgainstHost, loadConfig, ConfigError, type Config, type Override }
 import { ConnectionLog } from './log/connection-log.js';
 import { Profiler } from './profiler/profiler.js';
 import { createApiServer } from './api/server.js';
+import { metricsFor } from './api/metrics.js';
 import { diag } from './util/diag.js';
 import { createCounterEngine, type CounterEngine } from './counters/index.js';
 import { Capture, LocalAddresses } from './capture/index.js';
@@ -172,6 +173,8 @@ interface Listeners {
  * and the file is removed at exit.
  */
 async function listen(control: Profiler, config: Config): Promise<Listeners> {
+  // Made before the listeners (which share it), with the configured bounds of its series.
+  metricsFor(control, { graceMs: config.metricsGrace * 1000, processLimit: config.metricsProcesses, logBufferLimit: config.logBuffer });
   const servers: Server[] = [];
   const closeAll = (): void => {
     for (const s of servers) {
