@@ -18,6 +18,7 @@ want iperf3 iperf3            # tests and benchmarks: real traffic
 want nc netcat-openbsd
 want curl curl
 want python3 python3-minimal
+want promtool prometheus      # tests: a real Prometheus and promtool for deploy/prometheus/
 if [ -n "$need" ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "netprof setup: missing Debian packages:$need (run as root to install them)" >&2
