@@ -75,6 +75,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     throw e;
   }
   const profiler = new Profiler({ config, log, ...parts, ifaceFor: interfaceChooser(config.interfaces, parts.local) });
+  // /metrics observes from before the harvested records are logged (it keeps them out of the
+  // jobs' series), with the configured bounds of its series; the listeners share it.
+  metricsFor(profiler, { graceMs: config.metricsGrace * 1000, processLimit: config.metricsProcesses, logBufferLimit: config.logBuffer });
   profiler.start(parts.recovered);
   let api: Listeners;
   try {
@@ -173,8 +176,6 @@ interface Listeners {
  * and the file is removed at exit.
  */
 async function listen(control: Profiler, config: Config): Promise<Listeners> {
-  // Made before the listeners (which share it), with the configured bounds of its series.
-  metricsFor(control, { graceMs: config.metricsGrace * 1000, processLimit: config.metricsProcesses, logBufferLimit: config.logBuffer });
   const servers: Server[] = [];
   const closeAll = (): void => {
     for (const s of servers) {

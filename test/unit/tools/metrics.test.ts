@@ -124,3 +124,19 @@ describe('GET /metrics: bounded per-process series and the operators\' health se
     expect(text).toMatch(/^netprof_daemon_cpu_seconds_total\{part="helpers"\} [\d.e+-]+$/m);
   });
 });
+
+it("a crashed run's harvested records stay out of a job registered again under the same id (Prometheus saw them before the reset)", async () => {
+  const f = fakeDaemon();
+  const m = new Metrics(f.control);
+  f.record({ ...rec(11, 5000), reason: 'recovered' });
+  // The profiler's job totals include the harvested record; the live connection has 700 B.
+  f.jobs.set('J', {
+    job: 'J', registered_at: '', processes: 1, open_connections: 1, closed_connections: 1, bytes_in: 5700, bytes_out: 15, packets_in: 3, packets_out: 2, counts_read_at: null,
+    process_list: [{ pid: 11, owner: 'root', uid: 0, birthdate: 1, parent: null, alive: true, connections: [conn(700)], bytes_in: 700, bytes_out: 10, packets_in: 2, packets_out: 1 }],
+  });
+  const text = await m.render();
+  expect(text).toContain('netprof_job_bytes_total{job_id="J",direction="in"} 700');
+  expect(text).toContain('netprof_job_bytes_total{job_id="J",direction="out"} 10');
+  expect(text).toContain('netprof_job_connections_closed_total{job_id="J"} 0');
+  expect(text).toContain('netprof_process_bytes_total{job_id="J",pid="11",direction="in"} 700');
+});
