@@ -3,6 +3,8 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Pool, type Logged, type PoolNode } from './pool.js';
 import { nsRun } from '../../support/netns.js';
+import { CLI } from '../../support/daemon.js';
+import { run } from '../../../src/util/exec.js';
 
 // Two worker nodes, each a namespace with its own netprof daemon, jobs of their own and one job
 // running on both, scraped by a real Prometheus (Debian's) with the shipped config and rules at
@@ -105,6 +107,14 @@ describe('a pool of two nodes in a real Prometheus', () => {
     expect(num(await pool.query('job_id:netprof_job_nodes:count{job_id="S"}'))).toBe(2);
     expect(num(await pool.query('job_id:netprof_job_nodes:count{job_id="A"}'))).toBe(1);
     console.log(`sum by (job_id, direction) (netprof_job_bytes_total):`, Object.fromEntries(raw));
+
+    // The placement report over both nodes' logs says the same, and S's host was seen from both.
+    const rep = await run(process.execPath, [CLI, 'report', '--nodes', '--json', `wn1=${wn1.logDir}`, `wn2=${wn2.logDir}`]);
+    expect(rep.code, rep.stderr).toBe(0);
+    const pr = JSON.parse(rep.stdout) as { jobs: { job: string; bytes_in: number; bytes_out: number; nodes: unknown[] }[]; matrix: { job: string; remote_host: string; nodes: number }[] };
+    for (const j of pr.jobs) expect([j.bytes_in, j.bytes_out]).toEqual([raw.get(`${j.job}/in`), raw.get(`${j.job}/out`)]);
+    expect(pr.jobs.find((j) => j.job === 'S')!.nodes).toHaveLength(2);
+    expect(pr.matrix.filter((m) => m.job === 'S').map((m) => [m.remote_host, m.nodes])).toEqual([[wn2.site, 1], [wn1.site, 1]]);
 
     // Every metric the rules, alerts and dashboard use exists on a real daemon.
     const deployText = ['netprof-rules.yml', 'netprof-alerts.yml', 'netprof-dashboard.json'].map((f) => readFileSync(join(DEPLOY, f), 'utf8')).join('\n');
@@ -233,9 +243,12 @@ describe('a pool of two nodes in a real Prometheus', () => {
     // Nothing counted twice: at most the log's total plus one scrape's worth of extrapolation
     // (counting the shutdown or recovered part again would add ≥ 2 s of transfer).
     expect(increase).toBeLessThanOrEqual(logged + 1.2 * perSecond);
-    // And not much lost: only what the killed daemon counted after its last scrape (its
-    // record is "recovered", in the log, not in Prometheus) and extrapolation.
-    expect(increase).toBeGreaterThan(logged - 5 * perSecond);
+    // And not nothing: at least the largest daemon's part. Prometheus does undercount across
+    // restarts — bytes before a series' first scrape, a killed daemon's bytes after its last
+    // scrape (in the log as "recovered"), and a reset it cannot see when the new daemon's
+    // count has passed the old one's by its first scrape — so this bound is loose on purpose.
+    const largest = Math.max(...recs.map((r) => r.bytes_in));
+    expect(increase).toBeGreaterThan(largest - 2 * perSecond);
     // The daemon now shows only what it counted itself (from its registration on).
     expect(num(await pool.query(sel))).toBe(last.bytes_in);
     await pool.endJob(wn1, 'L');
