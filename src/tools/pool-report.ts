@@ -1,5 +1,5 @@
 import { existsSync, statSync } from 'node:fs';
-import { basename, dirname, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { LogParser, expandLogPaths, readLog, type LoggedConnection } from './logfile.js';
 import { UsageError } from './client.js';
 
@@ -85,7 +85,10 @@ export async function poolReport(args: readonly string[], only?: ReadonlySet<str
       h.nodes.add(node);
       hosts.set(c.remoteAddr, h);
     });
-    const files = expandLogPaths([path]);
+    // A node's directory may hold its LOG_DIR as `log/` (as copied from the node).
+    let files = expandLogPaths([path]);
+    if (files.length === 0 && existsSync(join(path, 'log'))) files = expandLogPaths([join(path, 'log')]);
+    if (files.length === 0) throw new UsageError(`${node}: no *.log files in ${path}`);
     for (const f of files) {
       try {
         await readLog(f, parser);

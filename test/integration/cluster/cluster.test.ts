@@ -107,6 +107,8 @@ describe('a pool of two nodes in a real Prometheus', () => {
     expect(num(await pool.query('job_id:netprof_job_nodes:count{job_id="S"}'))).toBe(2);
     expect(num(await pool.query('job_id:netprof_job_nodes:count{job_id="A"}'))).toBe(1);
     console.log(`sum by (job_id, direction) (netprof_job_bytes_total):`, Object.fromEntries(raw));
+    const shown = await nsRun(pool.site, 'curl', ['-s', '-G', 'http://127.0.0.1:9090/api/v1/query', '--data-urlencode', 'query=sum by (job_id) (netprof_job_bytes_total{direction="in"})']);
+    console.log(`README example: ${shown.stdout}`);
 
     // The placement report over both nodes' logs says the same, and S's host was seen from both.
     const rep = await run(process.execPath, [CLI, 'report', '--nodes', '--json', `wn1=${wn1.logDir}`, `wn2=${wn2.logDir}`]);

@@ -61,6 +61,10 @@ describe('netprof report --nodes', () => {
     const table = await run([wn1, wn2], { nodes: true });
     expect(table).toMatch(/^S +3 +5\.08 KiB +120 B +wn1 330 B, wn2 4\.87 KiB$/m);
     await expect(run([wn1, wn1], { nodes: true })).rejects.toThrow(/node wn1 given twice/);
+    // A node's directory with its LOG_DIR inside as log/ is read too; an empty one is refused.
+    expect(await run([join(root, 'wn1'), wn2], { nodes: true, csv: true })).toBe(jobs.join('\n').replaceAll('east:', 'wn1:'));
+    mkdirSync(join(root, 'empty'));
+    await expect(run([join(root, 'empty')], { nodes: true })).rejects.toThrow(/empty: no \*\.log files in/);
     await expect(run([wn1], { matrix: true })).rejects.toThrow(/--matrix is a CSV/);
     await expect(run([join(root, 'nope', 'x.log')], { nodes: true })).rejects.toThrow(/nope: .*x\.log: no such file/);
   });
