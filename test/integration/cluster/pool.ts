@@ -99,12 +99,6 @@ export class Pool {
     return c;
   }
 
-  /** Small TCP receive buffers in the node (its namespace's own sysctl), so that a reader that
-   * paces itself (curl --limit-rate) paces the transfer on the wire too. */
-  async smallReceiveBuffers(node: PoolNode): Promise<void> {
-    await runOk('ip', ['netns', 'exec', node.ns, 'sysctl', '-qw', 'net.ipv4.tcp_rmem=4096 32768 65536']);
-  }
-
   /** Starts (or restarts) the node's daemon on its fixed port and log directory, so that
    * Prometheus sees the same target before and after. */
   async startDaemon(node: PoolNode): Promise<void> {
