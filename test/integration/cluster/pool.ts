@@ -55,6 +55,11 @@ export class Pool {
 
   static async create(nodes: number, config: Record<string, string>): Promise<Pool> {
     const p = new Pool();
+    // A worker that dies before afterAll: netns.ts deletes the namespaces at exit, but the
+    // processes in them (Prometheus, the web server, daemons) would outlive a deleted namespace.
+    process.once('exit', () => {
+      for (const c of [...p.children, ...p.nodes.map((n) => n.daemon)]) if (c && c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    });
     try {
       await p.build(nodes, config);
     } catch (e) {
