@@ -18,6 +18,7 @@ want iperf3 iperf3            # tests and benchmarks: real traffic
 want nc netcat-openbsd
 want curl curl
 want python3 python3-minimal
+want promtool prometheus      # tests: a real Prometheus and promtool for deploy/prometheus/
 # counters over netlink: the native addon in native/nfset binds the kernel's own libraries
 want cc build-essential
 want make make

@@ -6,6 +6,7 @@ import { checkAgainstHost, loadConfig, ConfigError, type Config, type Override }
 import { ConnectionLog } from './log/connection-log.js';
 import { Profiler } from './profiler/profiler.js';
 import { createApiServer } from './api/server.js';
+import { metricsFor } from './api/metrics.js';
 import { diag } from './util/diag.js';
 import { createCounterEngine, type CounterEngine } from './counters/index.js';
 import { Capture, LocalAddresses } from './capture/index.js';
@@ -85,6 +86,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   });
   const room = flowsRoom(config.rulesThreshold, config.setSize);
   const profiler = new Profiler({ config, log, ...parts, scope, maxUnclaimed: room.maxUnclaimed });
+  // /metrics observes from before the harvested records are logged (it keeps them out of the
+  // jobs' series), with the configured bounds of its series; the listeners share it.
+  metricsFor(profiler, { graceMs: config.metricsGrace * 1000, processLimit: config.metricsProcesses, logBufferLimit: config.logBuffer });
   await profiler.start(parts.recovered);
   let api: Listeners;
   try {

@@ -6,18 +6,28 @@ import type { TrackerStats } from '../profiler/tracker.js';
 import type { InterfaceStats } from '../capture/capture.js';
 import type { LogStats } from '../log/connection-log.js';
 import { methodNotAllowed, send } from './http.js';
+import { SelfUsageReader } from './self-usage.js';
 
 /**
  * GET /metrics: the Prometheus text format, from a registry of its own (never prom-client's
  * global one), filled on each scrape from DaemonControl.
  *
- * Labels stay bounded: `job` and `pid`, never a connection's addresses or ports. A job's series
+ * Labels stay bounded: `job_id` and `pid`, never a connection's addresses or ports. The batch
+ * job's label is `job_id`, not `job`, because Prometheus gives every scraped series a target
+ * label `job` (the scrape job's name) and would rename ours to `exported_job`. A job's series
  * show its open connections' live counts plus its closed connections' totals; once the job ends
- * its final totals stay for a grace period (5 minutes by default), then its series disappear.
+ * its final totals stay for a grace period (METRICS_GRACE, 5 minutes by default) so that a
+ * scrape sees them, then its series disappear. Per job, only the first METRICS_PROCESSES pids
+ * get series of their own; the others are summed under pid="other", so a job that forks a
+ * thousand workers costs a dozen series, not thousands.
  */
 
 /** How long an ended job's final totals stay on /metrics. */
 export const ENDED_JOB_GRACE_MS = 5 * 60_000;
+/** Processes per job with series of their own. */
+export const PROCESS_SERIES_PER_JOB = 10;
+/** The pid label of the processes beyond the limit, summed. */
+export const OTHER_PIDS = 'other';
 
 interface Tally extends Traffic {
   connections: number;
@@ -31,8 +41,20 @@ interface EndedJob {
 
 const zero = (): Tally => ({ bytes_in: 0, bytes_out: 0, packets_in: 0, packets_out: 0, connections: 0 });
 
+function addCounts(t: Tally, r: ConnectionRecord): void {
+  if (!r.counts) return;
+  t.bytes_in += r.counts.bytesIn;
+  t.bytes_out += r.counts.bytesOut;
+  t.packets_in += r.counts.packetsIn;
+  t.packets_out += r.counts.packetsOut;
+}
+
 export interface MetricsOptions {
   graceMs?: number;
+  /** Processes per job with series of their own (0: none). */
+  processLimit?: number;
+  /** LOG_BUFFER, exported so that an alert can compare the buffer's fill with it. */
+  logBufferLimit?: number;
   now?: () => number;
 }
 
@@ -41,7 +63,15 @@ export class Metrics {
   /** Closed connections of live jobs, per job and pid, from the records as they are logged. */
   private readonly closed = new Map<string, Map<number, Tally>>();
   private readonly ended = new Map<string, EndedJob>();
+  /** Per job id, what records of a crashed run (harvested at start-up) carried. */
+  private readonly recovered = new Map<string, Tally>();
+  /** Per job, the pids that have series of their own, in the order first seen (stable: a pid
+   * never moves between its own series and "other", which would break both counters). */
+  private readonly slots = new Map<string, Set<number>>();
   private readonly graceMs: number;
+  private readonly processLimit: number;
+  private readonly logBufferLimit: number | undefined;
+  private readonly usage = new SelfUsageReader();
   private readonly now: () => number;
   private scraping: Promise<unknown> = Promise.resolve();
   readonly stop: () => void;
@@ -53,6 +83,8 @@ export class Metrics {
     opts: MetricsOptions = {},
   ) {
     this.graceMs = opts.graceMs ?? ENDED_JOB_GRACE_MS;
+    this.processLimit = opts.processLimit ?? PROCESS_SERIES_PER_JOB;
+    this.logBufferLimit = opts.logBufferLimit;
     this.now = opts.now ?? Date.now;
     this.stop = control.observe({ record: (r) => this.onRecord(r), jobEnded: (job) => this.onJobEnded(job) });
     const registers = [this.registry];
@@ -88,36 +120,50 @@ export class Metrics {
       logBuffered: gauge('netprof_log_buffered_records', 'records waiting to be written'),
       logOverflowed: counter('netprof_log_overflowed_total', 'records lost because the log buffer was full'),
       logErrors: counter('netprof_log_write_errors_total', 'failed writes to the connection log'),
-      jobBytes: counter('netprof_job_bytes_total', 'bytes of the job, open connections live plus closed ones (in: received)', ['job', 'direction']),
-      jobPackets: counter('netprof_job_packets_total', 'packets of the job, open connections live plus closed ones', ['job', 'direction']),
-      jobOpened: counter('netprof_job_connections_opened_total', 'connections the job opened or accepted', ['job']),
-      jobClosed: counter('netprof_job_connections_closed_total', 'connections of the job logged', ['job']),
-      jobOpen: gauge('netprof_job_open_connections', 'connections of the job open now', ['job']),
-      jobProcesses: gauge('netprof_job_processes', 'processes of the job profiled now', ['job']),
-      jobEnded: gauge('netprof_job_ended_timestamp_seconds', 'when an ended job ended; its series go 5 minutes later', ['job']),
-      procBytes: counter('netprof_process_bytes_total', 'bytes of the process, open connections live plus closed ones', ['job', 'pid', 'direction']),
-      procPackets: counter('netprof_process_packets_total', 'packets of the process, open connections live plus closed ones', ['job', 'pid', 'direction']),
-      procOpen: gauge('netprof_process_open_connections', 'connections of the process open now', ['job', 'pid']),
-      procClosed: counter('netprof_process_connections_closed_total', 'connections of the process logged', ['job', 'pid']),
+      logLimit: gauge('netprof_log_buffer_limit_records', 'LOG_BUFFER: records the buffer holds before it overflows'),
+      ebpf: gauge('netprof_ebpf_state', 'the eBPF tracer: 1 for its current state (live, off, starting, restarting, unavailable, stopped)', ['state']),
+      ebpfLost: counter('netprof_ebpf_lost_events_total', 'tracer events the kernel dropped (bpftrace read too slowly)'),
+      ebpfRestarts: counter('netprof_ebpf_restarts_total', 'tracer restarts'),
+      repaired: counter('netprof_counters_repaired_total', 'times the counters were found removed behind the daemon (a ruleset flush) and reinstalled'),
+      cpu: counter('netprof_daemon_cpu_seconds_total', 'CPU time of the daemon (part="daemon") and of its helpers nft, tcpdump, bpftrace (part="helpers")', ['part']),
+      rss: gauge('netprof_daemon_resident_memory_bytes', 'resident memory of the daemon and of its helpers', ['part']),
+      endedJobs: gauge('netprof_metrics_ended_jobs', 'ended jobs whose final totals are still shown (METRICS_GRACE)'),
+      jobBytes: counter('netprof_job_bytes_total', 'bytes of the job, open connections live plus closed ones (in: received)', ['job_id', 'direction']),
+      jobPackets: counter('netprof_job_packets_total', 'packets of the job, open connections live plus closed ones', ['job_id', 'direction']),
+      jobOpened: counter('netprof_job_connections_opened_total', 'connections the job opened or accepted', ['job_id']),
+      jobClosed: counter('netprof_job_connections_closed_total', 'connections of the job logged', ['job_id']),
+      jobOpen: gauge('netprof_job_open_connections', 'connections of the job open now', ['job_id']),
+      jobProcesses: gauge('netprof_job_processes', 'processes of the job profiled now', ['job_id']),
+      jobEnded: gauge('netprof_job_ended_timestamp_seconds', 'when an ended job ended; its series go METRICS_GRACE later', ['job_id']),
+      procBytes: counter('netprof_process_bytes_total', 'bytes of the process (pid="other": the job\'s processes beyond METRICS_PROCESSES), open connections live plus closed ones', ['job_id', 'pid', 'direction']),
+      procPackets: counter('netprof_process_packets_total', 'packets of the process, open connections live plus closed ones', ['job_id', 'pid', 'direction']),
+      procOpen: gauge('netprof_process_open_connections', 'connections of the process open now', ['job_id', 'pid']),
+      procClosed: counter('netprof_process_connections_closed_total', 'connections of the process logged', ['job_id', 'pid']),
     };
   }
 
   private onRecord(r: ConnectionRecord): void {
-    if (r.reason === 'recovered') return; // a crashed run's: no live job to show it under
+    if (r.reason === 'recovered') {
+      // A crashed run's, harvested at start-up. The profiler adds it to the totals of a job
+      // registered again under the same id; here it is taken out again: the crashed daemon's
+      // series already showed it up to its last scrape, and after the reset Prometheus'
+      // increase() would count it a second time.
+      const t = this.recovered.get(r.job) ?? zero();
+      t.connections += 1;
+      addCounts(t, r);
+      this.recovered.set(r.job, t);
+      return;
+    }
     let perPid = this.closed.get(r.job);
     if (!perPid) this.closed.set(r.job, (perPid = new Map()));
     const t = perPid.get(r.pid) ?? zero();
     t.connections += 1;
-    if (r.counts) {
-      t.bytes_in += r.counts.bytesIn;
-      t.bytes_out += r.counts.bytesOut;
-      t.packets_in += r.counts.packetsIn;
-      t.packets_out += r.counts.packetsOut;
-    }
+    addCounts(t, r);
     perPid.set(r.pid, t);
   }
 
   private onJobEnded(job: string): void {
+    this.recovered.delete(job);
     this.ended.set(job, { endedAt: this.now(), processes: this.closed.get(job) ?? new Map() });
     this.closed.delete(job);
   }
@@ -163,47 +209,48 @@ export class Metrics {
     const live = new Set<string>();
     for (const d of details) {
       live.add(d.job);
-      this.ended.delete(d.job); // the id is in use again
-      const job = { job: d.job };
-      setTraffic(m.jobBytes, m.jobPackets, job, d);
-      m.jobOpened.inc(job, d.open_connections + d.closed_connections);
-      m.jobClosed.inc(job, d.closed_connections);
+      if (this.ended.delete(d.job)) this.slots.delete(d.job); // the id is in use again
+      const job = { job_id: d.job };
+      const rec = this.recovered.get(d.job) ?? zero();
+      const less = (a: number, b: number) => Math.max(0, a - b);
+      setTraffic(m.jobBytes, m.jobPackets, job, { bytes_in: less(d.bytes_in, rec.bytes_in), bytes_out: less(d.bytes_out, rec.bytes_out), packets_in: less(d.packets_in, rec.packets_in), packets_out: less(d.packets_out, rec.packets_out) });
+      const closedHere = less(d.closed_connections, rec.connections);
+      m.jobOpened.inc(job, d.open_connections + closedHere);
+      m.jobClosed.inc(job, closedHere);
       m.jobOpen.set(job, d.open_connections);
       m.jobProcesses.set(job, d.processes);
       const closed = this.closed.get(d.job) ?? new Map<number, Tally>();
-      const pids = new Set([...d.process_list.map((p) => p.pid), ...closed.keys()]);
-      for (const pid of pids) {
+      const perPid = new Map<number, Tally & { open: number }>();
+      for (const pid of new Set([...closed.keys(), ...d.process_list.map((p) => p.pid)])) {
         const view = d.process_list.find((p) => p.pid === pid);
         const c = closed.get(pid) ?? zero();
-        const t: Traffic = {
+        perPid.set(pid, {
           bytes_in: c.bytes_in + (view?.bytes_in ?? 0),
           bytes_out: c.bytes_out + (view?.bytes_out ?? 0),
           packets_in: c.packets_in + (view?.packets_in ?? 0),
           packets_out: c.packets_out + (view?.packets_out ?? 0),
-        };
-        const labels = { job: d.job, pid: String(pid) };
-        setTraffic(m.procBytes, m.procPackets, labels, t);
-        m.procOpen.set(labels, view?.connections.length ?? 0);
-        m.procClosed.inc(labels, c.connections);
+          connections: c.connections,
+          open: view?.connections.length ?? 0,
+        });
       }
+      this.processSeries(d.job, perPid, setTraffic);
     }
     // Records of jobs that are neither live nor ended (never registered here): not kept.
     for (const job of this.closed.keys()) if (!live.has(job)) this.closed.delete(job);
+    for (const job of this.slots.keys()) if (!live.has(job) && !this.ended.has(job)) this.slots.delete(job);
 
+    m.endedJobs.set(this.ended.size);
     for (const [id, e] of this.ended) {
-      const job = { job: id };
+      const job = { job_id: id };
       const total = zero();
-      for (const [pid, t] of e.processes) {
-        const labels = { job: id, pid: String(pid) };
-        setTraffic(m.procBytes, m.procPackets, labels, t);
-        m.procOpen.set(labels, 0);
-        m.procClosed.inc(labels, t.connections);
+      for (const t of e.processes.values()) {
         total.bytes_in += t.bytes_in;
         total.bytes_out += t.bytes_out;
         total.packets_in += t.packets_in;
         total.packets_out += t.packets_out;
         total.connections += t.connections;
       }
+      this.processSeries(id, new Map([...e.processes].map(([pid, t]) => [pid, { ...t, open: 0 }])), setTraffic);
       setTraffic(m.jobBytes, m.jobPackets, job, total);
       m.jobOpened.inc(job, total.connections);
       m.jobClosed.inc(job, total.connections);
@@ -212,6 +259,38 @@ export class Metrics {
       m.jobEnded.set(job, e.endedAt / 1000);
     }
     return this.registry.metrics();
+  }
+
+  /** A job's per-process series: its first `processLimit` pids each, the rest summed as "other". */
+  private processSeries(job: string, perPid: Map<number, Tally & { open: number }>, setTraffic: (b: Counter, p: Counter, l: Record<string, string>, t: Traffic) => void): void {
+    if (this.processLimit === 0) return;
+    let slots = this.slots.get(job);
+    if (!slots) this.slots.set(job, (slots = new Set()));
+    const rest = { ...zero(), open: 0 };
+    let folded = 0;
+    const m = this.m;
+    for (const [pid, t] of perPid) {
+      if (!slots.has(pid) && slots.size < this.processLimit) slots.add(pid);
+      if (slots.has(pid)) {
+        const labels = { job_id: job, pid: String(pid) };
+        setTraffic(m.procBytes, m.procPackets, labels, t);
+        m.procOpen.set(labels, t.open);
+        m.procClosed.inc(labels, t.connections);
+        continue;
+      }
+      folded += 1;
+      rest.bytes_in += t.bytes_in;
+      rest.bytes_out += t.bytes_out;
+      rest.packets_in += t.packets_in;
+      rest.packets_out += t.packets_out;
+      rest.connections += t.connections;
+      rest.open += t.open;
+    }
+    if (folded === 0) return;
+    const labels = { job_id: job, pid: OTHER_PIDS };
+    setTraffic(m.procBytes, m.procPackets, labels, rest);
+    m.procOpen.set(labels, rest.open);
+    m.procClosed.inc(labels, rest.connections);
   }
 
   private daemonWide(stats: Record<string, unknown>): void {
@@ -236,6 +315,19 @@ export class Metrics {
       m.gcRuns.inc(num(t.gcRuns));
       m.gcReclaimed.inc(num(t.gcReclaimed));
       m.engineErrors.inc(num(t.engineErrors));
+      m.repaired.inc(num(t.countersRestored));
+    }
+    const ebpf = stats.ebpf as { state?: string; lost?: number; restarts?: number } | undefined;
+    if (ebpf) {
+      for (const s of ['live', 'off', 'starting', 'restarting', 'unavailable', 'stopped']) m.ebpf.set({ state: s }, ebpf.state === s ? 1 : 0);
+      m.ebpfLost.inc(num(ebpf.lost));
+      m.ebpfRestarts.inc(num(ebpf.restarts));
+    }
+    if (this.logBufferLimit !== undefined) m.logLimit.set(this.logBufferLimit);
+    const u = this.usage.read();
+    for (const [part, v] of [['daemon', u.daemon], ['helpers', u.helpers]] as const) {
+      m.cpu.inc({ part }, v.cpuSeconds);
+      m.rss.set({ part }, v.rssBytes);
     }
     for (const c of (stats.capture ?? []) as InterfaceStats[]) {
       const iface = { interface: c.iface };
@@ -259,9 +351,9 @@ const attached = new WeakMap<DaemonControl, Metrics>();
 
 /** The daemon's one Metrics, made on first use. The API server makes it when it starts, so
  * records logged before the first scrape are counted. */
-export function metricsFor(control: DaemonControl): Metrics {
+export function metricsFor(control: DaemonControl, opts?: MetricsOptions): Metrics {
   let m = attached.get(control);
-  if (!m) attached.set(control, (m = new Metrics(control)));
+  if (!m) attached.set(control, (m = new Metrics(control, opts)));
   return m;
 }
 

@@ -37,6 +37,11 @@ export interface Config {
    * Filled from TOKEN, or from TOKEN_FILE by checkAgainstHost(). */
   token: string | undefined;
   tokenFile: string | undefined;
+  /** Seconds an ended job's final totals stay on /metrics before its series go. */
+  metricsGrace: number;
+  /** Per job, how many processes get series of their own on /metrics; the rest are summed
+   * under pid="other". 0: no per-process series. */
+  metricsProcesses: number;
   /** Where each key's value came from ("config.ini:4", "--set", "default"), for error messages. */
   origins: Record<string, string>;
 }
@@ -163,6 +168,8 @@ export const KEYS: { [name: string]: KeySpec<keyof Config> } = {
   SOCKET_GROUP: { field: 'socketGroup', default: '', parse: groupName, doc: "group of the Unix socket (e.g. condor); empty: root's group" },
   TOKEN: { field: 'token', default: '', parse: token, doc: 'bearer token required by every call that changes state; empty: none' },
   TOKEN_FILE: { field: 'tokenFile', default: '', parse: optionalText, doc: 'read TOKEN from this file at start-up (not readable by every user)' },
+  METRICS_GRACE: { field: 'metricsGrace', default: '300', parse: integer(1, 86_400, 'seconds'), doc: "seconds an ended job's final totals stay on /metrics; keep it above the scrape interval" },
+  METRICS_PROCESSES: { field: 'metricsProcesses', default: '10', parse: integer(0, 1000, 'processes'), doc: 'per job, processes with series of their own on /metrics; the rest are summed as pid="other"; 0: none' },
 } as const;
 
 export const SECTION = 'CONFIG';

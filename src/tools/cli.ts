@@ -120,8 +120,10 @@ With --require: 1 if the daemon refused it, 3 if unreachable (the command does n
       .option('--csv', 'CSV, one line per job')
       .option('--json', 'JSON, with every remote host')
       .option('-j, --job <id>', 'only this job; repeatable', (v: string, prev: string[] = []) => [...prev, v])
+      .option('--nodes', "each argument is one node's logs (LOG_DIR or file, NAME=PATH to name it): per-job totals across the nodes and the job → remote-host matrix")
+      .option('--matrix', 'with --nodes --csv: the job → remote-host matrix, one line per pair')
       .addHelpText('after', '\nBoth log formats (tsv, jsonl) are read, detected line by line.\n\nExit status: 0 done, 2 usage error or unreadable file.')
-      .action((files: string[], o: { csv?: boolean; json?: boolean; job?: string[] }) =>
+      .action((files: string[], o: { csv?: boolean; json?: boolean; job?: string[]; nodes?: boolean; matrix?: boolean }) =>
         exitWith(async () => {
           await report(files, o);
         }),

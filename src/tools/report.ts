@@ -1,6 +1,7 @@
 import { LogParser, expandLogPaths, readLog, type LoggedConnection } from './logfile.js';
 import { UsageError } from './client.js';
 import { bytes, table, when } from './format.js';
+import { matrixCsv, poolJobsCsv, poolReport } from './pool-report.js';
 
 /**
  * `netprof report`: per job, from connection logs — bytes each way, connections, the remote
@@ -105,11 +106,24 @@ export interface ReportOptions {
   csv?: boolean;
   json?: boolean;
   job?: string[];
+  /** Each path is one node's logs: totals across the pool, and the job → host matrix. */
+  nodes?: boolean;
+  /** With --csv: the job → remote-host matrix instead of one line per job. */
+  matrix?: boolean;
 }
 
 /** Reads the logs and writes the report; returns how many files were read. */
 export async function report(paths: readonly string[], o: ReportOptions, out: (s: string) => void = (s) => process.stdout.write(s)): Promise<{ files: string[]; skipped: number }> {
   if (o.csv && o.json) throw new UsageError('choose one of --csv and --json');
+  if (o.matrix && !o.csv) throw new UsageError('--matrix is a CSV (--csv); --json always has the matrix with --nodes');
+  if (o.nodes) {
+    const r = await poolReport(paths, o.job?.length ? new Set(o.job) : undefined);
+    if (o.json) out(JSON.stringify(r, null, 2) + '\n');
+    else if (o.csv) out(o.matrix ? matrixCsv(r) : poolJobsCsv(r));
+    else out(r.jobs.length ? table(['JOB', 'CONNS', 'IN', 'OUT', 'NODES'], r.jobs.map((j) => [j.job, String(j.connections), bytes(j.bytes_in), bytes(j.bytes_out), j.nodes.map((n) => `${n.node} ${bytes(n.bytes_in + n.bytes_out)}`).join(', ')]), [false, true, true, true]) : 'no connections in the logs\n');
+    return { files: r.nodes.flatMap((n) => n.files), skipped: r.nodes.reduce((a, n) => a + n.skipped_lines, 0) };
+  }
+  if (o.matrix) throw new UsageError('--matrix needs --nodes');
   if (paths.length === 0 && process.stdin.isTTY) throw new UsageError('which logs? give files, base names or LOG_DIR (or pipe a log in)');
   const files = expandLogPaths(paths.length ? paths : ['-']);
   const builder = new ReportBuilder();

@@ -99,11 +99,11 @@ describe('netprof run', () => {
     // The job was ended: it is gone from the API, and its final totals stay on /metrics.
     expect(JSON.parse((await daemon.curl('/v1/jobs')).body).jobs).toEqual([]);
     const m = (await daemon.curl('/metrics')).body;
-    expect(m).toContain(`netprof_job_bytes_total{job="run-A",direction="in"} ${t.bytes_in}`);
-    expect(m).toContain(`netprof_job_bytes_total{job="run-A",direction="out"} ${t.bytes_out}`);
-    expect(m).toMatch(/netprof_job_connections_closed_total\{job="run-A"\} 1/);
-    expect(m).toMatch(new RegExp(`netprof_process_bytes_total\\{job="run-A",pid="\\d+",direction="in"\\} ${t.bytes_in}`));
-    expect(m).toMatch(/netprof_job_ended_timestamp_seconds\{job="run-A"\} \d+/);
+    expect(m).toContain(`netprof_job_bytes_total{job_id="run-A",direction="in"} ${t.bytes_in}`);
+    expect(m).toContain(`netprof_job_bytes_total{job_id="run-A",direction="out"} ${t.bytes_out}`);
+    expect(m).toMatch(/netprof_job_connections_closed_total\{job_id="run-A"\} 1/);
+    expect(m).toMatch(new RegExp(`netprof_process_bytes_total\\{job_id="run-A",pid="\\d+",direction="in"\\} ${t.bytes_in}`));
+    expect(m).toMatch(/netprof_job_ended_timestamp_seconds\{job_id="run-A"\} \d+/);
     // Bounded labels: never a connection's address or port.
     expect(m).not.toContain(pair.remote.v4);
     expect(m).not.toContain(':8000');
@@ -178,9 +178,9 @@ describe('netprof top and /metrics while a job transfers', () => {
       expect(inRate).toBeDefined();
       expect(Number(inRate![1]) * (inRate![2] === 'KiB' ? 1024 : inRate![2] === 'MiB' ? 1 << 20 : 1)).toBeGreaterThan(500_000); // 16 Mbit/s ≈ 2 MB/s
       const m = (await daemon.curl('/metrics')).body;
-      expect(m).toMatch(/netprof_job_open_connections\{job="slow"\} 1/);
-      expect(m).toMatch(/netprof_process_open_connections\{job="slow",pid="\d+"\} 1/);
-      expect(Number(/netprof_job_bytes_total\{job="slow",direction="in"\} (\d+)/.exec(m)?.[1])).toBeGreaterThan(0);
+      expect(m).toMatch(/netprof_job_open_connections\{job_id="slow"\} 1/);
+      expect(m).toMatch(/netprof_process_open_connections\{job_id="slow",pid="\d+"\} 1/);
+      expect(Number(/netprof_job_bytes_total\{job_id="slow",direction="in"\} (\d+)/.exec(m)?.[1])).toBeGreaterThan(0);
       expect(m).toMatch(/^netprof_health\{status="ok"\} 1$/m);
       expect(m).toMatch(/^netprof_capture_frames_total\{interface="veth0"\} \d+$/m);
       expect(m).toMatch(/^netprof_events_total\{kind="syn"\} \d+$/m);
