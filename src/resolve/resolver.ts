@@ -110,7 +110,12 @@ export class Resolver extends EventEmitter {
       waitMs: options.waitMs ?? 300,
       eventTtlMs: options.eventTtlMs ?? 30_000,
       maxEvents: options.maxEvents ?? 65_536,
-      staleToleranceMs: options.staleToleranceMs ?? 5_000,
+      // Events carry CLOCK_MONOTONIC times converted at arrival, captures the kernel's realtime
+      // stamp: the two agree to well under a millisecond. A connect or accept event is never
+      // older than its own connection's SYN, so one older than that by more than this is an
+      // earlier connection's on the same tuple (a churning client reuses ports within a second,
+      // and another process may take them).
+      staleToleranceMs: options.staleToleranceMs ?? 250,
       procRoot: options.procRoot ?? '/proc',
     };
     this.index = new SocketIndex(this.o.procRoot);

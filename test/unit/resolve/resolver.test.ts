@@ -56,6 +56,17 @@ function event(kind: 'connect' | 'accept', pid: number, k: ConnKey, ns = process
 }
 
 describe('resolver', () => {
+  it("never gives a connection the pid of an earlier connection's event on the same tuple", async () => {
+    const { tracer, resolver } = await setup();
+    const k = key('10.0.0.1', 40001, '10.0.0.2', 5002);
+    // Another process used this tuple one second ago; the new connection's own event comes late.
+    tracer.emit('event', event('connect', 555, k, process.hrtime.bigint() - 1_000_000_000n));
+    const answer = resolver.resolve(k, { opener: 'local', time: Date.now() });
+    setTimeout(() => tracer.emit('event', event('connect', 101, k)), 20);
+    expect(await answer).toMatchObject({ pid: 101, source: 'ebpf-connect' });
+    resolver.close();
+  });
+
   it('waits for an eBPF event read after the SYN was captured', async () => {
     const { tracer, resolver } = await setup();
     const k = key('10.0.0.1', 40000, '10.0.0.2', 80);
