@@ -22,7 +22,7 @@ async function spawnReady(ns, file, args, re, what) {
 
 /** Unprofiled churn at `rate` for `seconds` against a daemon with `config`; optionally a
  * registered churn of `profiled` connections at the same time. */
-async function flood({ tag, config, rate, seconds, profiled = 0, work, log }) {
+export async function flood({ tag, config, rate, seconds, profiled = 0, work, log }) {
   const pair = await createPair(tag);
   const res = { config, rate, seconds };
   let daemon, sink, noisy, job, watcher;
@@ -76,6 +76,10 @@ async function flood({ tag, config, rate, seconds, profiled = 0, work, log }) {
         watcher.poll();
       }
       const recs = mine().map((x) => x.r);
+      const seen = new Map();
+      for (const r of recs) seen.set(`${r.local_port} ${r.start}`, (seen.get(`${r.local_port} ${r.start}`) ?? 0) + 1);
+      res.profiled_duplicates = [...seen.values()].filter((n) => n > 1).length;
+      res.profiled_sample = recs.slice(0, 3);
       const notes = {};
       for (const r of recs) if (!r.counted || r.partial) notes[r.note ?? (r.partial ? 'partial' : '?')] = (notes[r.note ?? (r.partial ? 'partial' : '?')] ?? 0) + 1;
       res.profiled = { connections: profiled, logged: recs.length, counted: recs.filter((r) => r.counted && !r.partial).length, not_in_full: notes };

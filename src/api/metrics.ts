@@ -124,6 +124,11 @@ export class Metrics {
       ebpf: gauge('netprof_ebpf_state', 'the eBPF tracer: 1 for its current state (live, off, starting, restarting, unavailable, stopped)', ['state']),
       ebpfLost: counter('netprof_ebpf_lost_events_total', 'tracer events the kernel dropped (bpftrace read too slowly)'),
       ebpfRestarts: counter('netprof_ebpf_restarts_total', 'tracer restarts'),
+      lateGrace: gauge('netprof_late_grace_seconds', 'LATE_GRACE: configured, and effective (lower while a flood of unprofiled connections fills the grace list)', ['kind']),
+      unclaimed: gauge('netprof_unclaimed_connections', 'unprofiled connections whose counters the grace list keeps now'),
+      releasedEarly: counter('netprof_unclaimed_released_early_total', 'unprofiled connections given up before LATE_GRACE was over, for want of room'),
+      ownApi: counter('netprof_connections_own_api_total', "connections to or from the daemon's own API (never a job's)"),
+      outOfScope: counter('netprof_connections_out_of_scope_total', 'connections found without a packet that cross no configured interface', ['why']),
       repaired: counter('netprof_counters_repaired_total', 'times the counters were found removed behind the daemon (a ruleset flush) and reinstalled'),
       cpu: counter('netprof_daemon_cpu_seconds_total', 'CPU time of the daemon (part="daemon") and of its helpers nft, tcpdump, bpftrace (part="helpers")', ['part']),
       rss: gauge('netprof_daemon_resident_memory_bytes', 'resident memory of the daemon and of its helpers', ['part']),
@@ -196,6 +201,13 @@ export class Metrics {
     m.up.set(1);
     for (const s of ['ok', 'degraded', 'stopping']) m.health.set({ status: s }, health.status === s ? 1 : 0);
     m.problems.set(health.problems.length);
+    const g = health.late_grace;
+    if (g) {
+      m.lateGrace.set({ kind: 'configured' }, g.configured_s);
+      m.lateGrace.set({ kind: 'effective' }, g.shortened_to_s ?? g.configured_s);
+      m.unclaimed.set(g.unclaimed_held);
+      m.releasedEarly.inc(g.released_early);
+    }
     m.uptime.set(health.uptime_s);
     this.daemonWide(stats);
 
@@ -316,6 +328,8 @@ export class Metrics {
       m.gcReclaimed.inc(num(t.gcReclaimed));
       m.engineErrors.inc(num(t.engineErrors));
       m.repaired.inc(num(t.countersRestored));
+      m.ownApi.inc(num(t.ownApi));
+      for (const [why, n] of Object.entries(t.outOfScope ?? {})) m.outOfScope.inc({ why }, num(n));
     }
     const ebpf = stats.ebpf as { state?: string; lost?: number; restarts?: number } | undefined;
     if (ebpf) {

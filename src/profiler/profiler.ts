@@ -79,6 +79,9 @@ export class Profiler implements DaemonControl {
     this.parts.log.write(r);
     this.counters.recordsLogged += 1;
     this.notify((o) => o.record?.(r));
+    // A crashed run's harvested records are logged, but are no part of a job profiled now (a
+    // job re-registered after the restart would count them twice); nor is a job nobody profiles.
+    if (r.reason === 'recovered' || !this.registry.job(r.job)) return;
     const t = this.closedTotals.get(r.job) ?? { ...ZERO, connections: 0 };
     addCounts(t, r.counts);
     t.connections += 1;
