@@ -63,8 +63,6 @@ export class Metrics {
   /** Closed connections of live jobs, per job and pid, from the records as they are logged. */
   private readonly closed = new Map<string, Map<number, Tally>>();
   private readonly ended = new Map<string, EndedJob>();
-  /** Per job id, what records of a crashed run (harvested at start-up) carried. */
-  private readonly recovered = new Map<string, Tally>();
   /** Per job, the pids that have series of their own, in the order first seen (stable: a pid
    * never moves between its own series and "other", which would break both counters). */
   private readonly slots = new Map<string, Set<number>>();
@@ -148,17 +146,10 @@ export class Metrics {
   }
 
   private onRecord(r: ConnectionRecord): void {
-    if (r.reason === 'recovered') {
-      // A crashed run's, harvested at start-up. The profiler adds it to the totals of a job
-      // registered again under the same id; here it is taken out again: the crashed daemon's
-      // series already showed it up to its last scrape, and after the reset Prometheus'
-      // increase() would count it a second time.
-      const t = this.recovered.get(r.job) ?? zero();
-      t.connections += 1;
-      addCounts(t, r);
-      this.recovered.set(r.job, t);
-      return;
-    }
+    // A crashed run's, harvested at start-up: its daemon's series showed it up to its last
+    // scrape, and after the reset increase() would count it again. The profiler's job totals
+    // leave it out too.
+    if (r.reason === 'recovered') return;
     let perPid = this.closed.get(r.job);
     if (!perPid) this.closed.set(r.job, (perPid = new Map()));
     const t = perPid.get(r.pid) ?? zero();
@@ -168,7 +159,6 @@ export class Metrics {
   }
 
   private onJobEnded(job: string): void {
-    this.recovered.delete(job);
     this.ended.set(job, { endedAt: this.now(), processes: this.closed.get(job) ?? new Map() });
     this.closed.delete(job);
   }
@@ -223,10 +213,8 @@ export class Metrics {
       live.add(d.job);
       if (this.ended.delete(d.job)) this.slots.delete(d.job); // the id is in use again
       const job = { job_id: d.job };
-      const rec = this.recovered.get(d.job) ?? zero();
-      const less = (a: number, b: number) => Math.max(0, a - b);
-      setTraffic(m.jobBytes, m.jobPackets, job, { bytes_in: less(d.bytes_in, rec.bytes_in), bytes_out: less(d.bytes_out, rec.bytes_out), packets_in: less(d.packets_in, rec.packets_in), packets_out: less(d.packets_out, rec.packets_out) });
-      const closedHere = less(d.closed_connections, rec.connections);
+      setTraffic(m.jobBytes, m.jobPackets, job, d);
+      const closedHere = d.closed_connections;
       m.jobOpened.inc(job, d.open_connections + closedHere);
       m.jobClosed.inc(job, closedHere);
       m.jobOpen.set(job, d.open_connections);

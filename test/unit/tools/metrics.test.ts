@@ -129,9 +129,9 @@ it("a crashed run's harvested records stay out of a job registered again under t
   const f = fakeDaemon();
   const m = new Metrics(f.control);
   f.record({ ...rec(11, 5000), reason: 'recovered' });
-  // The profiler's job totals include the harvested record; the live connection has 700 B.
+  // The profiler's job totals leave the harvested record out; the live connection has 700 B.
   f.jobs.set('J', {
-    job: 'J', registered_at: '', processes: 1, open_connections: 1, closed_connections: 1, bytes_in: 5700, bytes_out: 15, packets_in: 3, packets_out: 2, counts_read_at: null,
+    job: 'J', registered_at: '', processes: 1, open_connections: 1, closed_connections: 0, bytes_in: 700, bytes_out: 10, packets_in: 2, packets_out: 1, counts_read_at: null,
     process_list: [{ pid: 11, owner: 'root', uid: 0, birthdate: 1, parent: null, alive: true, connections: [conn(700)], bytes_in: 700, bytes_out: 10, packets_in: 2, packets_out: 1 }],
   });
   const text = await m.render();
