@@ -12,7 +12,7 @@ import { createCounterEngine, type CounterEngine } from './counters/index.js';
 import { Capture, LocalAddresses } from './capture/index.js';
 import { startResolve, type ResolveStack } from './resolve/index.js';
 import { Scope } from './profiler/scope.js';
-import { flowsRoom } from './profiler/room.js';
+import { maxUnclaimed } from './profiler/room.js';
 import { RouteTable } from './resolve/routes.js';
 import { claimNetworkNamespace } from './util/netns-claim.js';
 
@@ -84,8 +84,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     deviceFor: (k) => routes.deviceFor(k),
     ...(config.listen === 'none' ? {} : { api: { addr: config.listen, port: config.port } }),
   });
-  const room = flowsRoom(config.rulesThreshold, config.setSize);
-  const profiler = new Profiler({ config, log, ...parts, scope, maxUnclaimed: room.maxUnclaimed });
+  const profiler = new Profiler({ config, log, ...parts, scope, maxUnclaimed: maxUnclaimed(config.rulesThreshold, config.setSize) });
   // /metrics observes from before the harvested records are logged (it keeps them out of the
   // jobs' series), with the configured bounds of its series; the listeners share it.
   metricsFor(profiler, { graceMs: config.metricsGrace * 1000, processLimit: config.metricsProcesses, logBufferLimit: config.logBuffer });
@@ -139,7 +138,7 @@ interface Parts {
 async function startParts(config: Config): Promise<Parts> {
   const engine = createCounterEngine(config.engine, {
     capacity: config.rulesThreshold,
-    setSize: flowsRoom(config.rulesThreshold, config.setSize).setSize,
+    setSize: config.setSize,
     interfaces: config.interfaces.includes('any') ? undefined : config.interfaces,
   });
   let recovered;

@@ -5,8 +5,7 @@
  * grace list of ~100,000 (2,000 unprofiled connections a second for 30 s is 60,000); the grace
  * list is bounded below what is left, so that a profiled connection's SYN always finds room.
  */
-export function flowsRoom(capacity: number, setSize: number): { setSize: number; maxUnclaimed: number } {
+export function maxUnclaimed(capacity: number, setSize: number): number {
   // 10 % headroom for what the datapath adds that nobody told us of (a SYN capture missed).
-  const maxUnclaimed = Math.max(0, Math.floor(((setSize - 2 * capacity) / 2) * 0.9));
-  return { setSize, maxUnclaimed };
+  return Math.max(0, Math.floor(((setSize - 2 * capacity) / 2) * 0.9));
 }

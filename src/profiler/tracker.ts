@@ -307,6 +307,7 @@ export class ConnectionTracker {
   /** Tracks a connection from the grace list, with what was seen of it meanwhile; one that
    * already closed is logged at once. */
   private async claimUnclaimed(u: Unclaimed, proc: ProfiledProcess, attribution: string, late: boolean): Promise<void> {
+    if (this.table.has(u.id) || this.unclaimed.get(u.id) !== u) return; // taken or replaced meanwhile
     const held = this.unclaimed.claim(u.id) !== undefined;
     this.unclaimed.forget(u.id);
     const scope = this.parts.scope.ofCaptured(u.key, u.iface);
@@ -337,7 +338,8 @@ export class ConnectionTracker {
     const own = (pid: number | undefined): ProfiledProcess | undefined => (pid !== undefined && family.has(pid) ? this.profiledProcess(pid) : undefined);
     for (const u of this.unclaimed.heldWhere((x) => x.pid !== undefined && family.has(x.pid))) {
       const proc = own(u.pid);
-      if (!proc || this.table.has(u.id) || this.chains.has(u.id)) continue;
+      // Queued behind whatever is pending for it (its FIN may be arriving right now).
+      if (!proc || this.table.has(u.id)) continue;
       claimed += 1;
       this.enqueue(u.id, () => this.claimUnclaimed(u, proc, u.source ?? 'ebpf', opts.late), 'claim');
     }
