@@ -21,6 +21,7 @@ export interface LoggedConnection {
   remote_addr: string;
   remote_port: number;
   opened_by: string;
+  start: string | null;
   end_reason: string;
   counted: boolean;
   bytes_in: number;

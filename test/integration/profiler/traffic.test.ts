@@ -72,7 +72,9 @@ c.close()`]);
     expect(await done).toBe(0);
     const recs = await w.waitForRecords(300, (r) => r.job === 'churn.0', 30_000);
     expect(recs).toHaveLength(300);
-    expect(new Set(recs.map((r) => r.local_port)).size).toBe(300);
+    // Distinct connections; not distinct ports: the kernel hands a client port back as soon as
+    // the server has closed first, and 300 connections to one server reuse some (9 in one run).
+    expect(new Set(recs.map((r) => `${r.local_port} ${r.start}`)).size).toBe(300);
     expect(new Set(recs.map((r) => r.pid)).size).toBe(300);
     expect(recs.filter((r) => r.end_reason !== 'fin' || r.partial)).toEqual([]);
     await w.expectOracleMatch(recs);
