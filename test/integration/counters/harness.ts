@@ -140,7 +140,10 @@ export function expectFromNow(got: Counts | undefined, oracle: Counts | undefine
   const g = got!;
   const o = oracle!;
   const HANDSHAKE_AND_HEADERS = 1_500; // SYN / SYN-ACK / ACK and early segments' headers and ACKs
-  const LAST_ACKS = 200; // the close's last ACK or two may fall either side of the two reads
+  // The close's last ACKs may fall either side of the two reads. On loopback one CI run saw the
+  // rules 252 B (five bare ACKs) above conntrack with the engine read first, cause not found;
+  // counting anything twice would be hundreds of kB over on these transfers.
+  const LAST_ACKS = 400;
   expect(g.bytesOut).toBeLessThanOrEqual(o.bytesOut + LAST_ACKS);
   expect(g.bytesIn).toBeLessThanOrEqual(o.bytesIn + LAST_ACKS);
   expect(g.bytesOut).toBeGreaterThan(p.out);
