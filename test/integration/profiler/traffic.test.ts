@@ -76,8 +76,12 @@ c.close()`]);
     // the server has closed first, and 300 connections to one server reuse some (9 in one run).
     expect(new Set(recs.map((r) => `${r.local_port} ${r.start}`)).size).toBe(300);
     expect(new Set(recs.map((r) => r.pid)).size).toBe(300);
-    expect(recs.filter((r) => r.end_reason !== 'fin' || r.partial)).toEqual([]);
-    await w.expectOracleMatch(recs);
+    expect(recs.filter((r) => r.end_reason !== 'fin' || r.partial || !r.counted)).toEqual([]);
+    // Conntrack keeps one entry per tuple: a new SYN replaces a closed one's. So on a reused
+    // port only the latest connection can be compared with it.
+    const latest = new Map<number, (typeof recs)[number]>();
+    for (const r of recs) if (!latest.has(r.local_port) || latest.get(r.local_port)!.start! < r.start!) latest.set(r.local_port, r);
+    await w.expectOracleMatch([...latest.values()]);
   });
 
   it('follows an address added after start: a connection from it is still seen as local', async () => {
