@@ -4,7 +4,7 @@
 // and a profiled process's connections are still all counted.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createPair, nsRun, nsSpawn, sleep, stopChild, waitLine } from './lib/ns.mjs';
+import { createPair, nsRun, nsSpawn, sleep, spawnReady, stopChild, waitLine } from './lib/ns.mjs';
 import { LogWatcher, ROOT, startDaemon } from './lib/daemon.mjs';
 import { cpuWindow, memMb } from './lib/proc.mjs';
 
@@ -13,13 +13,6 @@ const CHURN = join(ROOT, 'bench/churn.mjs');
 
 const slabKb = () => Number(/^Slab:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? NaN);
 
-async function spawnReady(ns, file, args, re, what) {
-  const c = nsSpawn(ns, file, args);
-  c.stderr.on('data', () => {});
-  await waitLine(c, re, 10_000, what);
-  return c;
-}
-
 /** Unprofiled churn at `rate` for `seconds` against a daemon with `config`; optionally a
  * registered churn of `profiled` connections at the same time. */
 export async function flood({ tag, config, rate, seconds, profiled = 0, work, log }) {
@@ -27,7 +20,7 @@ export async function flood({ tag, config, rate, seconds, profiled = 0, work, lo
   const res = { config, rate, seconds };
   let daemon, sink, noisy, job, watcher;
   try {
-    sink = await spawnReady(pair.remote.ns, process.execPath, [SINK, '5002', 'rr', '1024', '1024'], /^listening/, 'sink');
+    sink = await spawnReady(pair.remote.ns, process.execPath, [SINK, '5002', 'rr', '1024', '1024'], /^listening/, 10_000, 'sink');
     daemon = await startDaemon(pair.node.ns, { INTERFACE: 'veth0', ...config }, { parent: work });
     watcher = new LogWatcher(daemon.logFile);
     const total = rate * seconds;

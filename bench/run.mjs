@@ -16,7 +16,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cleanupAll, createPair, exited, nsRun, nsRunOk, nsSpawn, run, sleep, stopChild, waitForListen, waitLine, RUN_ID } from './lib/ns.mjs';
+import { cleanupAll, createPair, exited, nsRun, nsRunOk, nsSpawn, run, sleep, spawnReady, stopChild, waitForListen, waitLine, RUN_ID } from './lib/ns.mjs';
 import { LogWatcher, ROOT, startDaemon, useCli } from './lib/daemon.mjs';
 import { cpuWindow, median, memMb, percentile } from './lib/proc.mjs';
 import { graceBench } from './grace.mjs';
@@ -87,13 +87,6 @@ async function machine() {
     bpftrace: await first('bpftrace', ['--version']),
     loadavg_at_start: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
   };
-}
-
-async function spawnReady(ns, file, args, re, ms, what) {
-  const c = nsSpawn(ns, file, args);
-  c.stderr.on('data', () => {});
-  await waitLine(c, re, ms, what);
-  return c;
 }
 
 async function iperfServer(pair) {

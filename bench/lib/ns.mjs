@@ -191,3 +191,11 @@ export function waitLine(child, re, timeoutMs, what = String(re)) {
     });
   });
 }
+
+/** Starts a program in the namespace and resolves once it prints a line matching `re`. */
+export async function spawnReady(ns, file, args, re, ms, what) {
+  const c = nsSpawn(ns, file, args);
+  c.stderr.on('data', () => {});
+  await waitLine(c, re, ms, what);
+  return c;
+}

@@ -209,7 +209,7 @@ export class ConnectionTracker {
       // The resolver keeps watching: an eBPF event read late may still name the process.
       return this.leaveUnclaimed({ ...base, reason: attribution.reason });
     }
-    const proc = this.profiledProcess(attribution.pid);
+    const proc = this.membership.profiledProcess(attribution.pid);
     if (!proc) {
       this.stats.notProfiled += 1;
       // Its process may be registered within LATE_GRACE: then it is claimed with its counts.
@@ -268,10 +268,6 @@ export class ConnectionTracker {
     });
   }
 
-  private profiledProcess(pid: number): ProfiledProcess | undefined {
-    return this.membership.profiledProcess(pid);
-  }
-
   /** A late eBPF event: a more exact owner for a tracked connection, or the owner of one that
    * could not be resolved when it opened. */
   private refine(key: ConnKey, now: Attribution): void {
@@ -284,7 +280,7 @@ export class ConnectionTracker {
     }
     const conn = this.table.get(key);
     if (!conn || now.pid === conn.pid) return;
-    const proc = this.profiledProcess(now.pid);
+    const proc = this.membership.profiledProcess(now.pid);
     if (!proc || proc.job !== conn.job) return;
     this.table.delete(conn);
     conn.pid = proc.pid;
@@ -298,7 +294,7 @@ export class ConnectionTracker {
     u.pid = pid; // not profiled now: a registration within the grace may still claim it
     u.source = source;
     delete u.reason;
-    const proc = this.profiledProcess(pid);
+    const proc = this.membership.profiledProcess(pid);
     if (!proc) return;
     this.stats.resolvedLate += 1;
     await this.claimUnclaimed(u, proc, `${source}-late`, false);
@@ -335,7 +331,7 @@ export class ConnectionTracker {
   async claimConnectionsOf(pids: Iterable<number>, opts: { late: boolean }): Promise<number> {
     const family = new Set(pids);
     let claimed = 0;
-    const own = (pid: number | undefined): ProfiledProcess | undefined => (pid !== undefined && family.has(pid) ? this.profiledProcess(pid) : undefined);
+    const own = (pid: number | undefined): ProfiledProcess | undefined => (pid !== undefined && family.has(pid) ? this.membership.profiledProcess(pid) : undefined);
     for (const u of this.unclaimed.heldWhere((x) => x.pid !== undefined && family.has(x.pid))) {
       const proc = own(u.pid);
       // Queued behind whatever is pending for it (its FIN may be arriving right now).
@@ -352,7 +348,7 @@ export class ConnectionTracker {
       const id = keyString(s.key);
       if (this.table.has(id) || this.chains.has(id)) continue;
       // A registered process, or (FOLLOW_CHILDREN) a descendant, which joins its ancestor's job.
-      const proc = this.profiledProcess(s.pid);
+      const proc = this.membership.profiledProcess(s.pid);
       if (!proc) continue;
       const u = this.unclaimed.get(id);
       if (u && u.reason !== 'own-api') {

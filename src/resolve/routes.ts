@@ -65,12 +65,10 @@ export class RouteTable {
 }
 
 async function lookup(key: ConnKey): Promise<string | undefined> {
-  const family = key.family === 6 ? '-6' : '-4';
   const v4mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/;
   const remote = key.remoteAddr.replace(v4mapped, '$1');
   const local = key.localAddr.replace(v4mapped, '$1');
-  const fam = remote.includes(':') ? family : '-4';
-  const r = await run('ip', [fam, '-j', 'route', 'get', remote, 'from', local]);
+  const r = await run('ip', [remote.includes(':') ? '-6' : '-4', '-j', 'route', 'get', remote, 'from', local]);
   if (r.code !== 0) return undefined;
   return parseRouteGet(r.stdout);
 }
