@@ -1,7 +1,7 @@
 /* N-API surface of nfset.c. Calls are synchronous: each is one netlink exchange of at most a
  * few milliseconds per thousand elements, serialised by the caller anyway.
  *
- *   open(nsPath | null, table) → handle
+ *   open(nsPath | null, table, family) → handle   (family: NFPROTO_INET 1 or NFPROTO_NETDEV 5)
  *   apply(handle, [[op, set, keyLen, keys: Buffer, comments: (string|null)[] | null], …])
  *   get(handle, set, keyLen, keys: Buffer) → [found: Uint8Array, counters: Float64Array, comments[]]
  *   dump(handle, set) → [keys: Buffer, keyLen, counters: Float64Array, comments[]]
@@ -60,16 +60,19 @@ static void finalize_box(napi_env env, void *data, void *hint) {
 }
 
 static napi_value js_open(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   napi_valuetype t;
   napi_typeof(env, argv[0], &t);
+  uint32_t family = 1;
+  if (argc >= 3 && napi_get_value_uint32(env, argv[2], &family) != napi_ok) family = 0;
+  if (family != 1 && family != 5) { napi_throw_type_error(env, NULL, "nfset.open: family must be 1 (inet) or 5 (netdev)"); return NULL; }
   char *ns = t == napi_string ? string_arg(env, argv[0]) : NULL;
   char *table = string_arg(env, argv[1]);
   if (!table) { free(ns); napi_throw_type_error(env, NULL, "nfset.open: table must be a string"); return NULL; }
   int err = 0;
-  nfset_conn *c = nfset_open(ns, table, &err);
+  nfset_conn *c = nfset_open(ns, table, (uint16_t)family, &err);
   free(ns);
   free(table);
   if (!c) return throw_errno(env, "nfset.open", err);

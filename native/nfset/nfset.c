@@ -41,6 +41,7 @@
 #define SNDBUF (1 << 20)
 
 struct nfset_conn {
+  uint16_t family; /* NFPROTO_INET, or NFPROTO_NETDEV for a job's link */
   struct mnl_socket *nl;
   uint32_t portid, seq;
   int sndbuf;
@@ -62,7 +63,7 @@ static int enter_netns(const char *path, int *saved) {
   return 0;
 }
 
-nfset_conn *nfset_open(const char *ns_path, const char *table, int *err) {
+nfset_conn *nfset_open(const char *ns_path, const char *table, uint16_t family, int *err) {
   if (strlen(table) >= sizeof(((nfset_conn *)0)->table)) { *err = -ENAMETOOLONG; return NULL; }
   int saved = -1;
   /* A netlink socket stays in the namespace it was made in: enter, open, come back (setns
@@ -82,6 +83,7 @@ nfset_conn *nfset_open(const char *ns_path, const char *table, int *err) {
   c->nl = nl;
   c->portid = mnl_socket_get_portid(nl);
   c->seq = 1;
+  c->family = family;
   strcpy(c->table, table);
   int fd = mnl_socket_get_fd(nl), rcv = RCVBUF, one = 1;
   /* Many replies per read request, and errors of a big batch, must not overflow the queue. */
@@ -159,7 +161,7 @@ int nfset_apply(nfset_conn *c, const nfset_op *ops, size_t nops) {
         used += elem_size(op->klen, cm);
         nftnl_set_elem_add(s, elem_of(op->keys + (size_t)i * op->klen, op->klen, cm));
       }
-      struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf + len, type, NFPROTO_INET, flags, c->seq++);
+      struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf + len, type, c->family, flags, c->seq++);
       nftnl_set_elems_nlmsg_build_payload(nlh, s);
       nftnl_set_free(s);
       len += NLMSG_ALIGN(nlh->nlmsg_len);
@@ -271,7 +273,7 @@ static int get_elem(struct nftnl_set_elem *e, void *p) {
 static int set_exists(nfset_conn *c, const char *set) {
   char buf[1024];
   uint32_t seq = c->seq++;
-  struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSET, NFPROTO_INET, NLM_F_ACK, seq);
+  struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSET, c->family, NLM_F_ACK, seq);
   struct nftnl_set *s = set_for(c, set);
   nftnl_set_nlmsg_build_payload(nlh, s);
   nftnl_set_free(s);
@@ -299,7 +301,7 @@ int nfset_get(nfset_conn *c, const char *set, uint32_t klen, const uint8_t *keys
       nftnl_set_elem_add(s, elem_of(keys + (size_t)(i + m) * klen, klen, NULL));
     }
     uint32_t seq = c->seq++;
-    struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_ACK, seq);
+    struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, c->family, NLM_F_ACK, seq);
     nftnl_set_elems_nlmsg_build_payload(nlh, s);
     nftnl_set_free(s);
     if (mnl_socket_sendto(c->nl, buf, nlh->nlmsg_len) < 0) { r = -errno; break; }
@@ -346,7 +348,7 @@ static int dump_elem(struct nftnl_set_elem *e, void *p) {
 int nfset_dump(nfset_conn *c, const char *set, nfset_elems *out) {
   char buf[1024];
   uint32_t seq = c->seq++;
-  struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP | NLM_F_ACK, seq);
+  struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, c->family, NLM_F_DUMP | NLM_F_ACK, seq);
   struct nftnl_set *s = set_for(c, set);
   nftnl_set_elems_nlmsg_build_payload(nlh, s);
   nftnl_set_free(s);
@@ -395,7 +397,7 @@ int nfset_rules(nfset_conn *c, const char *chain, uint32_t *count) {
   char buf[1024];
   uint32_t chains = 0, seq = c->seq++;
   /* The chain first: a rule dump of a missing chain is empty, not an error. */
-  struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETCHAIN, NFPROTO_INET, NLM_F_ACK, seq);
+  struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETCHAIN, c->family, NLM_F_ACK, seq);
   struct nftnl_chain *ch = nftnl_chain_alloc();
   if (!ch) abort();
   nftnl_chain_set_str(ch, NFTNL_CHAIN_TABLE, c->table);
@@ -406,7 +408,7 @@ int nfset_rules(nfset_conn *c, const char *chain, uint32_t *count) {
   int r = count_replies(c, seq, &chains);
   if (r) return r;
   seq = c->seq++;
-  nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP | NLM_F_ACK, seq);
+  nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, c->family, NLM_F_DUMP | NLM_F_ACK, seq);
   struct nftnl_rule *rule = nftnl_rule_alloc();
   if (!rule) abort();
   nftnl_rule_set_str(rule, NFTNL_RULE_TABLE, c->table);

@@ -26,7 +26,7 @@ typedef struct {
 } nfset_elems;
 
 /* Opens a netfilter netlink socket, in the network namespace at ns_path if not NULL. */
-nfset_conn *nfset_open(const char *ns_path, const char *table, int *err);
+nfset_conn *nfset_open(const char *ns_path, const char *table, uint16_t family, int *err);
 void nfset_close(nfset_conn *c);
 /* All ops in one transaction (a netlink batch): 0, or -errno of the first refused message. */
 int nfset_apply(nfset_conn *c, const nfset_op *ops, size_t nops);

@@ -9,6 +9,10 @@ export interface CaptureOptions {
   interfaces: string | readonly string[];
   /** This host's addresses: decides which end of a segment is local. The caller refreshes it. */
   local: LocalAddresses;
+  /** The interfaces are jobs' links (a container's veth, a VM's tap, host side): each is
+   * captured one direction per tcpdump (-Q in: sent by the job), and the job's end of a
+   * segment is told by direction, not by address. */
+  link?: boolean;
   /** tcpdump binary. */
   tcpdump?: string;
   /** Command prefix for tcpdump, e.g. ['ip', 'netns', 'exec', 'ns1'] in tests. Empty in production. */
@@ -89,7 +93,9 @@ export class Capture extends EventEmitter<CaptureEvents> {
       // tcpdump would take "-x" as an option; interface names never start with "-".
       if (n.startsWith('-') || /\s/.test(n)) throw new Error(`capture: bad interface name ${JSON.stringify(n)}`);
     }
-    this.watchers = names.map((n) => new InterfaceWatcher(n, opts, this));
+    this.watchers = opts.link
+      ? names.flatMap((n) => [new InterfaceWatcher(n, opts, this, 'in'), new InterfaceWatcher(n, opts, this, 'out')])
+      : names.map((n) => new InterfaceWatcher(n, opts, this));
   }
 
   /** Starts every tcpdump; rejects (with tcpdump's own message) if one never gets to listen. */
@@ -131,10 +137,11 @@ class InterfaceWatcher {
     readonly iface: string,
     private readonly opts: CaptureOptions,
     private readonly out: Capture,
+    private readonly direction?: 'in' | 'out',
   ) {
     this.delay = opts.restartDelayMs?.min ?? 250;
     this.s = {
-      iface, pid: undefined, listening: false, linkType: undefined, frames: 0, events: 0,
+      iface: direction ? `${iface}:${direction}` : iface, pid: undefined, listening: false, linkType: undefined, frames: 0, events: 0,
       skipped: {}, kernelDropped: 0, reportedCaptured: 0, restarts: 0, lastError: undefined,
     };
   }
@@ -173,12 +180,13 @@ class InterfaceWatcher {
     const args = ['-i', this.iface, '-n', '-s', String(SNAPLEN), '-U', '--immediate-mode', '-w', '-'];
     if (o.linkType) args.push('-y', o.linkType);
     if (o.bufferKiB) args.push('-B', String(o.bufferKiB));
+    if (this.direction) args.push('-Q', this.direction);
     args.push(CONNECTION_FILTER);
     const run = new TcpdumpRun({
       iface: this.iface,
       command: [...(o.wrap ?? []), o.tcpdump ?? 'tcpdump', ...args],
       readyTimeoutMs: o.readyTimeoutMs ?? 10_000,
-      local: o.local,
+      local: this.direction === undefined ? o.local : this.direction === 'in' ? 'from-job' : 'to-job',
       onEvent: (e) => {
         this.s.events++;
         this.tell('event', e);

@@ -58,3 +58,17 @@ export function segmentEvents(
   }
   return out.length ? out : 'not-local';
 }
+
+/**
+ * On a job's own link (a container's veth, a VM's tap, seen from the host's side) the direction
+ * says which end is the job's, whatever its addresses: a frame the host receives from the link
+ * was sent by the job. So there is exactly one event per segment, its local end the job's.
+ */
+export function linkSegmentEvents(seg: TcpSegment, time: number, iface: string, fromJob: boolean): ConnEvent[] | EventSkip {
+  const kind = eventKind(seg.flags);
+  if (!kind) return 'no-connection-flags';
+  const key = fromJob
+    ? { family: seg.family, localAddr: seg.src, localPort: seg.srcPort, remoteAddr: seg.dst, remotePort: seg.dstPort }
+    : { family: seg.family, localAddr: seg.dst, localPort: seg.dstPort, remoteAddr: seg.src, remotePort: seg.srcPort };
+  return [{ kind, time, iface, key, sent: fromJob }];
+}

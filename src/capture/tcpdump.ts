@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { LocalAddresses } from './addresses.js';
 import { decodeFrame } from './decode.js';
-import { segmentEvents, type ConnEvent } from './events.js';
+import { linkSegmentEvents, segmentEvents, type ConnEvent } from './events.js';
 import { PcapStreamReader } from './pcap-stream.js';
 
 export interface RunOptions {
@@ -9,7 +9,9 @@ export interface RunOptions {
   /** Program and arguments, spawned without a shell. */
   command: readonly string[];
   readyTimeoutMs: number;
-  local: LocalAddresses;
+  /** Which end of a segment is ours: the host's own addresses, or — on a job's link, captured
+   * one direction per run — the direction itself. */
+  local: LocalAddresses | 'from-job' | 'to-job';
   onFrame(linkType: number): void;
   onEvent(e: ConnEvent): void;
   onSkip(reason: string): void;
@@ -122,7 +124,7 @@ export class TcpdumpRun {
         let evs: ConnEvent[] | string;
         try {
           const d = decodeFrame(h.linkType, rec.data);
-          evs = d.ok ? segmentEvents(d.segment, rec.timeMs, this.o.iface, this.o.local) : d.reason;
+          evs = !d.ok ? d.reason : typeof this.o.local === 'string' ? linkSegmentEvents(d.segment, rec.timeMs, this.o.iface, this.o.local === 'from-job') : segmentEvents(d.segment, rec.timeMs, this.o.iface, this.o.local);
         } catch {
           evs = 'decoder-error'; // a bug of ours must cost one frame, not the capture
         }

@@ -2,7 +2,7 @@ import { formatIPv4, formatIPv6, parseIPv6 } from '../address.js';
 import type { Family } from '../connection.js';
 import type { ElementStore, StoreOp } from './element-store.js';
 import { isNfsetError, loadNfset, type NfsetAddon, type NfsetHandle, type NfsetOp } from './nfset-addon.js';
-import type { ElementSpec, SetElement } from './nft-ruleset.js';
+import type { ElementSpec, SetElement, TableFamily } from './nft-ruleset.js';
 import type { Tuple } from './tuple.js';
 
 /**
@@ -11,6 +11,10 @@ import type { Tuple } from './tuple.js';
  * Calls are synchronous in the addon — a thousand keys take a few milliseconds — and the
  * engine serialises them anyway.
  */
+/** linux/netfilter.h */
+const NFPROTO_INET = 1;
+const NFPROTO_NETDEV = 5;
+
 export class NetlinkStore implements ElementStore {
   readonly kind = 'netlink' as const;
   lastError = '';
@@ -18,9 +22,9 @@ export class NetlinkStore implements ElementStore {
   private handle: NfsetHandle | undefined;
 
   /** netns: a name under /run/netns (ip netns), for tests; the socket is created inside it. */
-  constructor(table: string, netns?: string, addonPath?: string) {
+  constructor(table: string, netns?: string, addonPath?: string, family: TableFamily = 'inet') {
     this.addon = loadNfset(addonPath);
-    this.handle = this.addon.open(netns === undefined ? null : `/run/netns/${netns}`, table);
+    this.handle = this.addon.open(netns === undefined ? null : `/run/netns/${netns}`, table, family === 'inet' ? NFPROTO_INET : NFPROTO_NETDEV);
   }
 
   async apply(ops: readonly StoreOp[]): Promise<boolean> {

@@ -9,7 +9,8 @@ export type NfsetHandle = { readonly __nfset: unique symbol };
 export type NfsetOp = [number, string, number, Buffer, Array<string | null> | null];
 
 export interface NfsetAddon {
-  open(nsPath: string | null, table: string): NfsetHandle;
+  /** family: NFPROTO_INET (1) or NFPROTO_NETDEV (5). */
+  open(nsPath: string | null, table: string, family: number): NfsetHandle;
   close(h: NfsetHandle): void;
   apply(h: NfsetHandle, ops: NfsetOp[]): void;
   get(h: NfsetHandle, set: string, keyLen: number, keys: Buffer): [Uint8Array, Float64Array, Array<string | undefined>];

@@ -16,7 +16,20 @@ export interface NftLayout {
   ownersSize: number;
   /** Hook priority of both chains (after the usual filter at 0: counts what the firewall let pass). */
   priority: number;
+  /** A job's link (a container's veth or a VM's tap, host side): the table is then of the
+   * netdev family, its chains hooked on that device's ingress (from the job) and egress (to
+   * the job), so every frame the job exchanges is counted once, bridged, routed or NATed
+   * later, with the job's own addresses. */
+  link?: string;
 }
+
+export type TableFamily = 'inet' | 'netdev';
+export const tableFamily = (l: Pick<NftLayout, 'link'>): TableFamily => (l.link === undefined ? 'inet' : 'netdev');
+/** The chains tableText installs, by the layout's family. */
+export const chainsOf = (l: Pick<NftLayout, 'link'>): readonly string[] => (l.link === undefined ? ['output', 'input'] : ['ingress', 'egress']);
+/** Egress on an Ethernet link counts the frame with its 14-byte header; ingress and the inet
+ * hooks count from the IP header. Taken off each packet read from an egress element. */
+export const ETHERNET_HEADER = 14;
 
 export const flowsSet = (f: Family): string => (f === 4 ? 'flows4' : 'flows6');
 export const ownersSet = (f: Family): string => (f === 4 ? 'owners4' : 'owners6');
@@ -26,14 +39,14 @@ const IFNAME = /^[A-Za-z0-9_.@+-]{1,15}$/;
 
 export function checkLayout(l: NftLayout): void {
   if (!NAME.test(l.table)) throw new Error(`bad nftables table name ${JSON.stringify(l.table)}`);
-  for (const i of l.interfaces ?? []) if (!IFNAME.test(i)) throw new Error(`bad interface name ${JSON.stringify(i)}`);
+  for (const i of [...(l.interfaces ?? []), ...(l.link === undefined ? [] : [l.link])]) if (!IFNAME.test(i)) throw new Error(`bad interface name ${JSON.stringify(i)}`);
   if (l.interfaces && l.interfaces.length === 0) throw new Error('empty interface list: nothing would be counted');
   for (const n of [l.flowsSize, l.ownersSize, l.priority]) if (!Number.isInteger(n)) throw new Error(`not an integer: ${n}`);
 }
 
 /** `table …; delete table …`: removes our table if it exists, in the same transaction as what follows. */
-export function dropTableText(table: string): string {
-  return `table inet ${table}\ndelete table inet ${table}\n`;
+export function dropTableText(table: string, family: TableFamily = 'inet'): string {
+  return `table ${family} ${table}\ndelete table ${family} ${table}\n`;
 }
 
 /**
@@ -50,30 +63,14 @@ export function dropTableText(table: string): string {
  */
 export function tableText(l: NftLayout): string {
   checkLayout(l);
+  if (l.link !== undefined) return linkTableText(l, l.link);
   const ifs = (dir: 'iifname' | 'oifname'): string =>
     l.interfaces ? ` ${dir} { ${l.interfaces.map((i) => `"${i}"`).join(', ')} }` : '';
-  const rules = (dir: 'iifname' | 'oifname'): string[] =>
-    ([4, 6] as const).flatMap((f) => {
-      const ip = f === 4 ? 'ip' : 'ip6';
-      const proto = `meta nfproto ${f === 4 ? 'ipv4' : 'ipv6'} meta l4proto tcp`;
-      const fwd = `${ip} saddr . tcp sport . ${ip} daddr . tcp dport`;
-      const back = `${ip} daddr . tcp dport . ${ip} saddr . tcp sport`;
-      const s = `@${flowsSet(f)}`;
-      return [
-        `${proto} tcp flags & (syn|ack) == syn${ifs(dir)} delete ${s} { ${back} } delete ${s} { ${fwd} } add ${s} { ${fwd} }`,
-        `${proto} tcp flags & (syn|ack) == syn|ack${ifs(dir)} add ${s} { ${fwd} }`,
-        `${proto} tcp flags & syn == 0 ${fwd} ${s}`,
-      ];
-    });
-  const set = (name: string, f: Family, extra: string, size: number): string =>
-    `  set ${name} { type ${f === 4 ? 'ipv4_addr' : 'ipv6_addr'} . inet_service . ${f === 4 ? 'ipv4_addr' : 'ipv6_addr'} . inet_service; size ${size};${extra} }`;
+  const rules = (dir: 'iifname' | 'oifname'): string[] => countingRules((f) => `meta nfproto ${f === 4 ? 'ipv4' : 'ipv6'} meta l4proto tcp`, ifs(dir));
   return [
     dropTableText(l.table).trimEnd(),
     `table inet ${l.table} {`,
-    set('flows4', 4, ' flags dynamic; counter;', l.flowsSize),
-    set('flows6', 6, ' flags dynamic; counter;', l.flowsSize),
-    set('owners4', 4, '', l.ownersSize),
-    set('owners6', 6, '', l.ownersSize),
+    ...sets(l),
     `  chain output { type filter hook output priority ${l.priority}; policy accept;`,
     ...rules('oifname').map((r) => `    ${r}`),
     '  }',
@@ -86,6 +83,43 @@ export function tableText(l: NftLayout): string {
   ].join('\n');
 }
 
+/** Each packet counted in its own direction's element (see tableText). */
+function countingRules(proto: (f: Family) => string, ifs = ''): string[] {
+  return ([4, 6] as const).flatMap((f) => {
+    const ip = f === 4 ? 'ip' : 'ip6';
+    const fwd = `${ip} saddr . tcp sport . ${ip} daddr . tcp dport`;
+    const back = `${ip} daddr . tcp dport . ${ip} saddr . tcp sport`;
+    const s = `@${flowsSet(f)}`;
+    return [
+      `${proto(f)} tcp flags & (syn|ack) == syn${ifs} delete ${s} { ${back} } delete ${s} { ${fwd} } add ${s} { ${fwd} }`,
+      `${proto(f)} tcp flags & (syn|ack) == syn|ack${ifs} add ${s} { ${fwd} }`,
+      `${proto(f)} tcp flags & syn == 0 ${fwd} ${s}`,
+    ];
+  });
+}
+
+function sets(l: NftLayout): string[] {
+  const set = (name: string, f: Family, extra: string, size: number): string =>
+    `  set ${name} { type ${f === 4 ? 'ipv4_addr' : 'ipv6_addr'} . inet_service . ${f === 4 ? 'ipv4_addr' : 'ipv6_addr'} . inet_service; size ${size};${extra} }`;
+  return [
+    set('flows4', 4, ' flags dynamic; counter;', l.flowsSize),
+    set('flows6', 6, ' flags dynamic; counter;', l.flowsSize),
+    set('owners4', 4, '', l.ownersSize),
+    set('owners6', 6, '', l.ownersSize),
+  ];
+}
+
+/** A job's link: the same sets and rules on the device's ingress and egress hooks. */
+function linkTableText(l: NftLayout, device: string): string {
+  const rules = countingRules((f) => `meta protocol ${f === 4 ? 'ip' : 'ip6'} meta l4proto tcp`);
+  const chain = (hook: 'ingress' | 'egress'): string[] => [
+    `  chain ${hook} { type filter hook ${hook} device "${device}" priority ${l.priority}; policy accept;`,
+    ...rules.map((r) => `    ${r}`),
+    '  }',
+  ];
+  return [dropTableText(l.table, 'netdev').trimEnd(), `table netdev ${l.table} {`, ...sets(l), ...chain('ingress'), ...chain('egress'), '}', ''].join('\n');
+}
+
 export interface ElementSpec {
   tuple: Tuple;
   comment?: string;
@@ -93,26 +127,29 @@ export interface ElementSpec {
 
 type Json = Record<string, unknown>;
 
-function elementCmd(op: 'add' | 'delete', table: string, set: string, elems: readonly ElementSpec[]): Json {
+function elementCmd(op: 'add' | 'delete', family: TableFamily, table: string, set: string, elems: readonly ElementSpec[]): Json {
   const elem = elems.map(({ tuple: t, comment }) => {
     const val = { concat: [t.saddr, t.sport, t.daddr, t.dport] };
     return comment === undefined ? val : { elem: { val, comment } };
   });
-  return { [op]: { element: { family: 'inet', table, name: set, elem } } };
+  return { [op]: { element: { family, table, name: set, elem } } };
 }
 
 /** One `nft -j -f` batch: a list of element additions and deletions, applied atomically. */
 export class ElementBatch {
   private readonly cmds: Json[] = [];
-  constructor(private readonly table: string) {}
+  constructor(
+    private readonly table: string,
+    private readonly family: TableFamily = 'inet',
+  ) {}
 
   add(set: string, elems: readonly ElementSpec[]): this {
-    if (elems.length) this.cmds.push(elementCmd('add', this.table, set, elems));
+    if (elems.length) this.cmds.push(elementCmd('add', this.family, this.table, set, elems));
     return this;
   }
 
   delete(set: string, elems: readonly ElementSpec[]): this {
-    if (elems.length) this.cmds.push(elementCmd('delete', this.table, set, elems));
+    if (elems.length) this.cmds.push(elementCmd('delete', this.family, this.table, set, elems));
     return this;
   }
 

@@ -2,7 +2,7 @@ import type { Family } from '../connection.js';
 import type { RunResult } from '../util/exec.js';
 import type { ElementStore, StoreOp } from './element-store.js';
 import type { Kernel } from './kernel.js';
-import { ElementBatch, parseSets, type SetElement } from './nft-ruleset.js';
+import { ElementBatch, parseSets, type SetElement, type TableFamily } from './nft-ruleset.js';
 import { tupleId, type Tuple } from './tuple.js';
 
 /**
@@ -18,10 +18,11 @@ export class NftStore implements ElementStore {
   constructor(
     private readonly kernel: Kernel,
     private readonly table: string,
+    private readonly family: TableFamily = 'inet',
   ) {}
 
   async apply(ops: readonly StoreOp[]): Promise<boolean> {
-    const batch = new ElementBatch(this.table);
+    const batch = new ElementBatch(this.table, this.family);
     for (const o of ops) (o.op === 'add' ? batch.add(o.set, o.elems) : batch.delete(o.set, o.elems));
     if (batch.empty) return true;
     // A session that died fails this attempt only; callers retry once, in a fresh session.
@@ -43,10 +44,10 @@ export class NftStore implements ElementStore {
 
   /** Listing a chain makes nft load the sets its rules name (0.2 s at 10,000 elements). */
   async ruleCount(chain: string): Promise<number | undefined> {
-    const r = await this.kernel.nft(`list chain inet ${this.table} ${chain}`).catch(sessionFailure);
+    const r = await this.kernel.nft(`list chain ${this.family} ${this.table} ${chain}`).catch(sessionFailure);
     if (r.code === 0) return (JSON.parse(r.stdout).nftables as Array<Record<string, unknown>>).filter((i) => i.rule).length;
     if (/No such file or directory/.test(r.stderr)) return undefined;
-    throw new Error(`nft list chain inet ${this.table} ${chain}: ${firstLines(r.stderr)}`);
+    throw new Error(`nft list chain ${this.family} ${this.table} ${chain}: ${firstLines(r.stderr)}`);
   }
 
   async close(): Promise<void> {
@@ -54,10 +55,10 @@ export class NftStore implements ElementStore {
   }
 
   private async list(set: string, _family: Family, mustExist: boolean): Promise<SetElement[] | undefined> {
-    const r = await this.kernel.nft(`list set inet ${this.table} ${set}`);
+    const r = await this.kernel.nft(`list set ${this.family} ${this.table} ${set}`);
     if (r.code !== 0) {
       if (!mustExist && /No such file or directory/.test(r.stderr)) return undefined;
-      throw new Error(`nft list set inet ${this.table} ${set}: ${firstLines(r.stderr)}`);
+      throw new Error(`nft list set ${this.family} ${this.table} ${set}: ${firstLines(r.stderr)}`);
     }
     return parseSets(r.stdout).get(set) ?? [];
   }

@@ -2,7 +2,7 @@ import type { BeginItem, BeginOutcome, ConnKey, CounterEngine, CounterOwner, Cou
 import { diag } from '../util/diag.js';
 import { ElementChanges, type ElementStore } from './element-store.js';
 import { Kernel } from './kernel.js';
-import { countsOf, dropTableText, flowsSet, ownersSet, tableText, type NftLayout, type SetElement } from './nft-ruleset.js';
+import { chainsOf, countsOf, dropTableText, ETHERNET_HEADER, flowsSet, ownersSet, tableFamily, tableText, type NftLayout, type SetElement, type TableFamily } from './nft-ruleset.js';
 import { firstLines } from './nft-store.js';
 import { openElementStore, type ElementPath } from './stores.js';
 import { canonicalKey, connId, inTuple, keyOf, mirrorKey, outTuple, ownerTag, parseOwnerTag, tupleId, type Tuple } from './tuple.js';
@@ -27,9 +27,10 @@ export interface NftablesOptions {
   elements?: ElementPath;
   /** The addon's path (tests: a missing one, to exercise the fallback). */
   addonPath?: string;
+  /** Count one job's link (a container's veth, a VM's tap) on its device's own hooks: a
+   * netdev table, whose connections' local end is the job's. */
+  link?: string;
 }
-
-const CHAINS = ['output', 'input'] as const;
 
 interface Begun {
   key: ConnKey;
@@ -57,7 +58,9 @@ export class NftablesEngine implements CounterEngine {
   private unownedAtLastSweep = new Set<string>();
   private repairCalls = 0;
   /** Rules per chain as installed, to notice a flush. */
-  private ruleCounts: Partial<Record<(typeof CHAINS)[number], number>> = {};
+  private ruleCounts: Partial<Record<string, number>> = {};
+  private readonly chains: readonly string[];
+  private readonly family: TableFamily;
   private store: ElementStore | undefined;
   private readonly options: NftablesOptions;
 
@@ -70,8 +73,11 @@ export class NftablesEngine implements CounterEngine {
       flowsSize: options.setSize ?? Math.max(65_536, 4 * options.capacity),
       ownersSize: options.capacity + 16,
       priority: options.priority ?? 500,
+      ...(options.link === undefined ? {} : { link: options.link }),
     };
     tableText(this.layout); // checks names now rather than at start()
+    this.chains = chainsOf(this.layout);
+    this.family = tableFamily(this.layout);
     this.kernel = new Kernel(options.netns);
     this.options = options;
   }
@@ -84,7 +90,7 @@ export class NftablesEngine implements CounterEngine {
 
   start(): Promise<Installed[]> {
     return this.kernel.serial(async () => {
-      this.store ??= openElementStore(this.options.elements ?? 'auto', this.layout.table, this.kernel, this.options.netns, this.options.addonPath);
+      this.store ??= openElementStore(this.options.elements ?? 'auto', this.layout.table, this.kernel, this.options.netns, this.options.addonPath, this.family);
       const harvested = await this.harvest();
       await this.nftFile(tableText(this.layout));
       this.begun.clear();
@@ -101,11 +107,11 @@ export class NftablesEngine implements CounterEngine {
       // Listing a chain through nft makes it load the sets its rules name (0.2 s at 10,000
       // elements; netlink only dumps the rules), so each call checks one chain, in turn: a flush
       // is still noticed within two calls.
-      const chain = CHAINS[this.repairCalls++ % CHAINS.length]!;
+      const chain = this.chains[this.repairCalls++ % this.chains.length]!;
       const now = await this.countRules([chain]);
       const damaged = [chain].find((c) => (now[c] ?? 0) < (this.ruleCounts[c] ?? 0));
       if (!damaged) return undefined;
-      const reason = now[damaged] === undefined ? `chain ${damaged} of table inet ${this.layout.table} is gone` : `chain ${damaged} holds ${now[damaged]} rules, not ${this.ruleCounts[damaged]}`;
+      const reason = now[damaged] === undefined ? `chain ${damaged} of table ${this.family} ${this.layout.table} is gone` : `chain ${damaged} holds ${now[damaged]} rules, not ${this.ruleCounts[damaged]}`;
       await this.nftFile(tableText(this.layout));
       const all = [...this.begun.values()];
       const batch = new ElementChanges();
@@ -121,8 +127,8 @@ export class NftablesEngine implements CounterEngine {
     });
   }
 
-  private async countRules(chains: ReadonlyArray<(typeof CHAINS)[number]> = CHAINS): Promise<Partial<Record<(typeof CHAINS)[number], number>>> {
-    const counts: Partial<Record<(typeof CHAINS)[number], number>> = {};
+  private async countRules(chains: readonly string[] = this.chains): Promise<Partial<Record<string, number>>> {
+    const counts: Partial<Record<string, number>> = {};
     for (const chain of chains) {
       // Only "no such table/chain" is damage: a check that failed for another reason (a busy
       // machine, a netlink hiccup) must not make us wipe and reinstall live counters.
@@ -188,7 +194,7 @@ export class NftablesEngine implements CounterEngine {
         // A full flows set makes the whole transaction fail: then count only what the datapath
         // already has an element for.
         if (!(await attempt(await this.readFlows(keys), true)) && !(await attempt(await this.readFlows(keys), false))) {
-          throw new Error(`nft: could not add elements to table inet ${this.layout.table}: ${this.lastError}`);
+          throw new Error(`nft: could not add elements to table ${this.family} ${this.layout.table}: ${this.lastError}`);
         }
         for (const [id, b] of fresh) if (b.outcome !== 'no-room') this.begun.set(id, b);
       }
@@ -231,7 +237,7 @@ export class NftablesEngine implements CounterEngine {
         return this.apply(batch);
       };
       if (!(await attempt(await this.readFlows(ks))) && !(await attempt(await this.readFlows(ks)))) {
-        throw new Error(`nft: could not remove ended connections from table inet ${this.layout.table}: ${this.lastError}`);
+        throw new Error(`nft: could not remove ended connections from table ${this.family} ${this.layout.table}: ${this.lastError}`);
       }
       for (const k of ks) this.begun.delete(connId(k));
       return counts;
@@ -244,7 +250,7 @@ export class NftablesEngine implements CounterEngine {
       const batch = new ElementChanges();
       for (const k of ks) batch.delete(ownersSet(k.family), [{ tuple: outTuple(k) }]);
       for (const k of ks) this.begun.delete(connId(k));
-      if (!(await this.apply(batch))) throw new Error(`nft: could not remove owners from table inet ${this.layout.table}: ${this.lastError}`);
+      if (!(await this.apply(batch))) throw new Error(`nft: could not remove owners from table ${this.family} ${this.layout.table}: ${this.lastError}`);
     });
   }
 
@@ -258,7 +264,7 @@ export class NftablesEngine implements CounterEngine {
         return this.apply(batch);
       };
       if (!(await attempt(await this.readFlows(ks))) && !(await attempt(await this.readFlows(ks)))) {
-        throw new Error(`nft: could not discard connections from table inet ${this.layout.table}: ${this.lastError}`);
+        throw new Error(`nft: could not discard connections from table ${this.family} ${this.layout.table}: ${this.lastError}`);
       }
     });
   }
@@ -302,7 +308,7 @@ export class NftablesEngine implements CounterEngine {
 
   stop(): Promise<void> {
     return this.kernel.serial(async () => {
-      await this.nftFile(dropTableText(this.layout.table));
+      await this.nftFile(dropTableText(this.layout.table, this.family));
       this.begun.clear();
       await this.store?.close();
       this.store = undefined;
@@ -331,7 +337,11 @@ export class NftablesEngine implements CounterEngine {
   private countsIn(flows: Flows, k: ConnKey): Counts | undefined {
     const out = flows.get(tupleId(outTuple(k)));
     const inn = flows.get(tupleId(inTuple(k)));
-    return out || inn ? countsOf(out, inn) : undefined;
+    if (!out && !inn) return undefined;
+    const c = countsOf(out, inn);
+    // On a link, what goes to the job is counted at egress, Ethernet header included.
+    if (this.layout.link !== undefined) c.bytesIn = Math.max(0, c.bytesIn - ETHERNET_HEADER * c.packetsIn);
+    return c;
   }
 
   /**
@@ -388,7 +398,7 @@ export class NftablesEngine implements CounterEngine {
     const flows: Flows = new Map();
     for (const f of [4, 6] as const) {
       const all = await this.store!.dump(flowsSet(f), f);
-      if (!all) throw new Error(`set ${flowsSet(f)} of table inet ${this.layout.table} is gone`);
+      if (!all) throw new Error(`set ${flowsSet(f)} of table ${this.family} ${this.layout.table} is gone`);
       for (const e of all) flows.set(tupleId(e.tuple), e);
     }
     return flows;
@@ -407,7 +417,7 @@ export class NftablesEngine implements CounterEngine {
   /** Table-sized changes (install, reinstall, drop), rare: through a file and a spawned nft. */
   private async nftFile(content: string): Promise<void> {
     const r = await this.kernel.withBatchFile(content, (path) => this.kernel.run('nft', ['-f', path]));
-    if (r.code !== 0) throw new Error(`nft -f (table inet ${this.layout.table}): ${firstLines(r.stderr)}`);
+    if (r.code !== 0) throw new Error(`nft -f (table ${this.family} ${this.layout.table}): ${firstLines(r.stderr)}`);
   }
 }
 
