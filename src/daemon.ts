@@ -15,6 +15,7 @@ import { Scope } from './profiler/scope.js';
 import { maxUnclaimed } from './profiler/room.js';
 import { RouteTable } from './resolve/routes.js';
 import { claimNetworkNamespace } from './util/netns-claim.js';
+import { harvestLinkTables, linkOpener } from './daemon-links.js';
 
 export interface DaemonOptions {
   configFile: string;
@@ -84,7 +85,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     deviceFor: (k) => routes.deviceFor(k),
     ...(config.listen === 'none' ? {} : { api: { addr: config.listen, port: config.port } }),
   });
-  const profiler = new Profiler({ config, log, ...parts, scope, maxUnclaimed: maxUnclaimed(config.rulesThreshold, config.setSize) });
+  const links = config.engine === 'nftables' ? linkOpener({ config, tracer: parts.resolve.tracer, lineage: parts.resolve.lineage }) : undefined;
+  const profiler = new Profiler({ config, log, ...parts, scope, maxUnclaimed: maxUnclaimed(config.rulesThreshold, config.setSize), ...(links ? { links } : {}) });
   // /metrics observes from before the harvested records are logged (it keeps them out of the
   // jobs' series), with the configured bounds of its series; the listeners share it.
   metricsFor(profiler, { graceMs: config.metricsGrace * 1000, processLimit: config.metricsProcesses, logBufferLimit: config.logBuffer });
@@ -144,6 +146,7 @@ async function startParts(config: Config): Promise<Parts> {
   let recovered;
   try {
     recovered = await engine.start();
+    if (config.engine === 'nftables') recovered.push(...(await harvestLinkTables()));
   } catch (e) {
     throw new StartupError(`ENGINE = ${config.engine}: cannot install counters: ${(e as Error).message}`, 71);
   }

@@ -316,6 +316,23 @@ export class NftablesEngine implements CounterEngine {
     });
   }
 
+  /** A crashed run's table, found by name: its owned connections with their counters, then
+   * the table is removed (a link's table whose device is gone is never reinstalled). */
+  harvestAndDrop(): Promise<Installed[]> {
+    return this.kernel.serial(async () => {
+      this.store ??= openElementStore(this.options.elements ?? 'auto', this.layout.table, this.kernel, this.options.netns, this.options.addonPath, this.family);
+      try {
+        const harvested = await this.harvest();
+        await this.nftFile(dropTableText(this.layout.table, this.family));
+        return harvested;
+      } finally {
+        await this.store.close();
+        this.store = undefined;
+        await this.kernel.close();
+      }
+    });
+  }
+
   /** What a previous (crashed) run left in our table: owned connections with their counters. */
   private async harvest(): Promise<Installed[]> {
     const out: Installed[] = [];

@@ -27,6 +27,12 @@ export interface ConnectionRecord {
   partial: boolean;
   /** It opened before its process was registered (late registration). */
   late?: boolean;
+  /** Counted on a job's own link (a container's veth, a VM's tap: the host-side device). */
+  link?: string;
+  /** A VM guest's connection: its pid is the VM's process, the guest's own are not visible. */
+  guest?: boolean;
+  /** The job's end beyond NAT: the address and port the remote end saw. */
+  translated?: { addr: string; port: number };
   /** Which source tied the connection to its pid. */
   attribution: string;
   /** Why it was not counted, or other notes. */
@@ -80,6 +86,9 @@ export function toJsonl(r: ConnectionRecord): string {
       packets_out: r.counts?.packetsOut ?? null,
       partial: r.partial,
       ...(r.late ? { late: true } : {}),
+      ...(r.link ? { link: r.link } : {}),
+      ...(r.guest ? { guest: true } : {}),
+      ...(r.translated ? { translated_addr: r.translated.addr, translated_port: r.translated.port } : {}),
       attribution: r.attribution,
       ...(r.note ? { note: r.note } : {}),
     }) + '\n'

@@ -27,6 +27,13 @@ export interface TrackedConnection {
   late?: boolean;
   /** Both directions had closed (or it was reset) before it was claimed. */
   closedBeforeClaim?: boolean;
+  /** Counted on a job's link (a container's veth, a VM's tap): its host-side device. */
+  link?: string;
+  /** A VM's connection: the guest's, its pid the VM's process. */
+  guest?: boolean;
+  /** The job's end as NAT made it (the address the remote saw). */
+  translated?: { addr: string; port: number };
+  translating?: Promise<void>;
   /** The kernel's counters as last read (for the live view). */
   counts?: Counts;
 }

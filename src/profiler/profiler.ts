@@ -9,6 +9,7 @@ import type { Capture, CaptureGap } from '../capture/index.js';
 import type { ResolveStack } from '../resolve/index.js';
 import { ConnectionTracker } from './tracker.js';
 import { Scope } from './scope.js';
+import { LinkSites, type LinkOpener } from './link-sites.js';
 import { diag } from '../util/diag.js';
 
 /** How long a job's view waits for a fresh read of its counters before answering, when this
@@ -27,6 +28,8 @@ export interface ProfilerParts {
   scope?: Scope;
   /** Most unclaimed connections whose counters the grace list keeps (room in the flows set). */
   maxUnclaimed?: number;
+  /** Jobs in containers and VMs: their own links (absent: host processes only). */
+  links?: LinkOpener;
 }
 
 /** How often the engine checks that its counters are still in place: nftables checks one of
@@ -42,6 +45,8 @@ const FORGET_AFTER_MS = 3_600_000;
 export class Profiler implements DaemonControl {
   readonly registry = new Registry();
   readonly tracker: ConnectionTracker;
+  /** Containers' and VMs' links, each with its own tracker. */
+  readonly links: LinkSites | undefined;
   private readonly startedAt = Date.now();
   private gcTimer: NodeJS.Timeout | undefined;
   private repairTimer: NodeJS.Timeout | undefined;
@@ -71,6 +76,31 @@ export class Profiler implements DaemonControl {
       graceMs: parts.config.lateGrace * 1000,
       maxUnclaimed: parts.maxUnclaimed ?? 100_000,
     });
+    const lineage = parts.resolve?.lineage;
+    this.links =
+      parts.links && lineage
+        ? new LinkSites({
+            opener: parts.links,
+            configured: parts.config.interfaces,
+            isAlive: (pid) => {
+              const p = this.registry.process(pid);
+              return p !== undefined && isAlive(p);
+            },
+            newTracker: (site, engine, resolver, iface) =>
+              new ConnectionTracker({
+                registry: this.registry,
+                log: { write: (r) => this.record(r) },
+                engine,
+                resolve: { resolver, lineage },
+                site,
+                followChildren: parts.config.followChildren,
+                capacity: parts.config.rulesThreshold,
+                scope: parts.scope!.forLink(iface),
+                graceMs: parts.config.lateGrace * 1000,
+                maxUnclaimed: parts.maxUnclaimed ?? 100_000,
+              }),
+          })
+        : undefined;
   }
 
   /** Every record passes here: kept in the job's totals, then written. */
@@ -92,6 +122,9 @@ export class Profiler implements DaemonControl {
     return this.tracker.table;
   }
 
+  /** Open connections of a process, on the host and on its links. */
+  private readonly everywhere = { ofPid: (pid: number) => [...this.tracker.table.ofPid(pid), ...(this.links?.ofPid(pid) ?? [])] };
+
   /** Logs what a crashed run left (harvested by the engine's start), then listens to capture and
    * starts the periodic garbage collection. */
   async start(recovered: Installed[] = []): Promise<void> {
@@ -111,6 +144,7 @@ export class Profiler implements DaemonControl {
     if (this.repairing || this.stopping || !this.parts.engine) return;
     this.repairing = true;
     try {
+      await this.links?.repair();
       const repair = await this.parts.engine.repair();
       if (repair) {
         const flagged = this.tracker.countingRestarted(repair.restarted);
@@ -126,6 +160,7 @@ export class Profiler implements DaemonControl {
   private async periodic(): Promise<void> {
     try {
       await this.tracker.gc('periodic');
+      await this.links?.collect();
       this.registry.prune(FORGET_AFTER_MS);
     } catch (e) {
       diag.error('garbage collection failed', { error: (e as Error).message });
@@ -217,6 +252,8 @@ export class Profiler implements DaemonControl {
     // Also children that connected and exited before the registration (their fork events).
     const family = lineage ? lineage.membersOf(proc.pid) : [proc.pid];
     await this.tracker.claimConnectionsOf(family, { late: true });
+    // A container's or VM's process: its traffic crosses its own links, counted there.
+    await this.links?.attach(proc, family);
   }
 
   shutdown(reason: string): void {
@@ -229,7 +266,7 @@ export class Profiler implements DaemonControl {
     this.stopping = true;
     clearInterval(this.gcTimer);
     clearInterval(this.repairTimer);
-    const logged = await this.tracker.finishAll('shutdown');
+    const logged = (await this.tracker.finishAll('shutdown')) + ((await this.links?.stopAll()) ?? 0);
     await this.endProcesses(this.registry.processes(), 'shutdown');
     return logged;
   }
@@ -242,12 +279,13 @@ export class Profiler implements DaemonControl {
     const all = this.withChildren(procs);
     const conns = all.flatMap((p) => this.connections.ofPid(p.pid));
     await this.tracker.finish(conns, reason);
+    const onLinks = (await this.links?.ended(all, reason)) ?? 0;
     for (const p of all) {
       this.registry.remove(p);
       if (p.parent === undefined) this.parts.resolve?.lineage.removeRoot(p.pid);
     }
     this.counters.processesEnded += procs.length;
-    return conns.length;
+    return conns.length + onLinks;
   }
 
   /** The processes and the children FOLLOW_CHILDREN added for them, at any depth. */
@@ -293,14 +331,14 @@ export class Profiler implements DaemonControl {
   // --- views for the API ---
 
   jobs(): JobSummary[] {
-    return this.registry.jobs().map((j) => jobSummary(j, this.connections, this.closedTotals.get(j.id)));
+    return this.registry.jobs().map((j) => jobSummary(j, this.everywhere, this.closedTotals.get(j.id)));
   }
 
   async job(id: string): Promise<JobDetail | undefined> {
     if (!this.registry.job(id)) return undefined;
     // A read of tens of thousands of counters takes seconds (nft lists the whole set): then the
     // answer waits for it at most LIVE_WAIT_MS and gives the last figures, with their time.
-    const refresh = this.tracker.refreshCounts().catch((e: Error) => diag.warn('cannot read live counters', { error: e.message }));
+    const refresh = Promise.all([this.tracker.refreshCounts(), this.links?.refresh()]).catch((e: Error) => diag.warn('cannot read live counters', { error: e.message }));
     let timer: NodeJS.Timeout | undefined;
     const cap = this.connections.size < LIVE_WAIT_ALWAYS_BELOW ? [] : [new Promise((r) => (timer = setTimeout(r, LIVE_WAIT_MS)))];
     await Promise.race([refresh, ...cap]);
@@ -309,9 +347,9 @@ export class Profiler implements DaemonControl {
     if (!j) return undefined;
     const readAt = this.tracker.countsReadAt;
     return {
-      ...jobSummary(j, this.connections, this.closedTotals.get(id)),
+      ...jobSummary(j, this.everywhere, this.closedTotals.get(id)),
       counts_read_at: readAt ? new Date(readAt).toISOString() : null,
-      process_list: [...j.processes.values()].map((p) => processView(p, this.connections)),
+      process_list: [...j.processes.values()].map((p) => processView(p, this.everywhere)),
     };
   }
 
@@ -320,6 +358,7 @@ export class Profiler implements DaemonControl {
     if (this.parts.log.stats.lastError) problems.push(`connection log: ${this.parts.log.stats.lastError}`);
     if (this.parts.log.stats.overflowed) problems.push(`connection log: ${this.parts.log.stats.overflowed} records lost while it could not be written`);
     for (const i of this.parts.capture?.stats() ?? []) if (!i.listening) problems.push(`capture on ${i.iface} is down: ${i.lastError ?? 'restarting'}`);
+    problems.push(...(this.links?.problems() ?? []));
     const grace = this.lateGrace();
     if (grace.shortened_to_s !== null) {
       problems.push(`LATE_GRACE shortened to ${grace.shortened_to_s} s: ${grace.unclaimed_held} unprofiled connections' counters kept, the most there is room for (${grace.unclaimed_max})`);
@@ -363,6 +402,7 @@ export class Profiler implements DaemonControl {
       resolver: this.parts.resolve?.resolver.stats(),
       ebpf: this.parts.resolve?.tracer.stats(),
       capture: this.parts.capture?.stats(),
+      links: this.links ? { ...this.links.stats, counting: this.links.describe() } : undefined,
       log: this.parts.log.stats,
     };
   }

@@ -34,6 +34,9 @@ export function toRecord(c: TrackedConnection, reason: EndReason, counts: Counts
     counts,
     partial: counts !== undefined && (c.counting === 'from-now' || counts.incomplete === true),
     ...(c.late ? { late: true } : {}),
+    ...(c.link ? { link: c.link } : {}),
+    ...(c.guest ? { guest: true } : {}),
+    ...(c.translated ? { translated: c.translated } : {}),
     attribution: c.attribution,
     note: counts === undefined ? (note ?? (c.counting === 'no-room' ? NO_ROOM_NOTE : MISSING_NOTE)) : counts.incomplete ? ONE_WAY_NOTE : undefined,
   };

@@ -11,6 +11,9 @@ export interface ScopeParts {
   deviceFor: (key: ConnKey) => Promise<string | undefined>;
   /** The daemon's own TCP API listener (undefined with LISTEN = none). */
   api?: { addr: string; port: number };
+  /** A job's link (container veth, VM tap) in scope under this name: every connection on it
+   * crosses it, however it was found. */
+  link?: string;
 }
 
 export type ScopeAnswer = { iface: string } | { iface: undefined; why: 'own-api' | 'not-configured' | 'no-route'; device?: string };
@@ -43,6 +46,11 @@ export class Scope {
     return matches(key.localAddr, key.localPort, true) || matches(key.remoteAddr, key.remotePort, this.parts.isLocal(key.remoteAddr));
   }
 
+  /** The scope of a job's link logged under `iface`: the same own-API rule, everything else on it in scope. */
+  forLink(iface: string): Scope {
+    return new Scope({ ...this.parts, configured: [iface], link: iface });
+  }
+
   /** For a connection seen on the wire: its capture interface is configured by construction. */
   ofCaptured(key: ConnKey, capturedOn: string): ScopeAnswer {
     if (this.isOwnApi(key)) return { iface: undefined, why: 'own-api' };
@@ -52,6 +60,7 @@ export class Scope {
   /** For a connection found without a packet: where the kernel routes it. */
   async ofFound(key: ConnKey): Promise<ScopeAnswer> {
     if (this.isOwnApi(key)) return { iface: undefined, why: 'own-api' };
+    if (this.parts.link !== undefined) return { iface: this.parts.link };
     if (this.any) return { iface: 'any' };
     const device = this.parts.isLocal(key.remoteAddr) ? 'lo' : await this.parts.deviceFor(key);
     if (device === undefined) return { iface: undefined, why: 'no-route' };

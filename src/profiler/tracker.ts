@@ -1,7 +1,7 @@
 import { keyString, type ConnKey } from '../connection.js';
 import type { ConnEvent } from '../capture/events.js';
 import type { CounterEngine } from '../counters/engine.js';
-import type { Attribution, ResolveStack } from '../resolve/index.js';
+import type { Attribution, Lineage, ResolveOptions } from '../resolve/index.js';
 import { openConnectionIds, socketsOf } from '../resolve/sockets.js';
 import type { ConnectionRecord, EndReason } from '../log/record.js';
 import type { Registry, ProfiledProcess } from '../registry/registry.js';
@@ -22,11 +22,33 @@ export interface RecordSink {
   write(record: ConnectionRecord): void;
 }
 
+/** What the tracker asks of the resolve stack: the resolver of its namespace (or, on a VM's
+ * tap, one that names the VM's process) and the shared process lineage. */
+export interface TrackerResolve {
+  resolver: { resolve(key: ConnKey, opts: ResolveOptions): Promise<Attribution>; on(event: 'refined', fn: (key: ConnKey, now: Attribution) => void): unknown };
+  lineage: Lineage;
+}
+
+/** Where a tracker counts, when it is not the daemon's own namespace. */
+export interface TrackerSite {
+  /** The job's link (host-side device) every connection of this tracker crosses. */
+  link: string;
+  /** A VM's tap: the connections are the guest's, its own processes unseen. */
+  guest: boolean;
+  /** The process whose /proc/PID/net tables are the namespace's sockets; undefined (a VM): no
+   * socket table to read, the guest's sockets are in another kernel. */
+  netPid(): number | undefined;
+  /** The address and port the job's end has beyond NAT (conntrack of our namespace). */
+  translate?(key: ConnKey): Promise<{ addr: string; port: number } | undefined>;
+}
+
 export interface TrackerParts {
   registry: Registry;
   log: RecordSink;
   engine?: CounterEngine;
-  resolve?: ResolveStack;
+  resolve?: TrackerResolve;
+  /** Default: the daemon's own namespace. */
+  site?: TrackerSite;
   followChildren: boolean;
   /** RULES_THRESHOLD: at this many counted connections the garbage collector runs first. */
   capacity: number;
@@ -248,8 +270,10 @@ export class ConnectionTracker {
       finSent: false,
       finReceived: false,
       ...(c.late ? { late: true } : {}),
+      ...(this.parts.site ? { link: this.parts.site.link, ...(this.parts.site.guest ? { guest: true } : {}) } : {}),
     };
     this.table.add(conn);
+    this.translate(conn);
     this.stats.opened += 1;
     conn.begun = this.counting.begin(conn, c.countedSinceStart ?? c.start !== undefined).then((outcome) => {
       // Counters reinstalled after this connection opened and before its begin went through:
@@ -259,6 +283,18 @@ export class ConnectionTracker {
     });
     await conn.begun;
     return conn;
+  }
+
+  /** Looks up, in the background, where NAT put the job's end; the record carries it. */
+  private translate(conn: TrackedConnection): void {
+    const t = this.parts.site?.translate;
+    if (!t) return;
+    conn.translating = t(conn.key).then(
+      (nat) => {
+        if (nat && (nat.addr !== conn.key.localAddr || nat.port !== conn.key.localPort)) conn.translated = nat;
+      },
+      () => undefined,
+    );
   }
 
   private scheduleClose(conn: TrackedConnection, reason: 'fin' | 'rst'): Promise<void> {
@@ -340,7 +376,8 @@ export class ConnectionTracker {
       this.enqueue(u.id, () => this.claimUnclaimed(u, proc, u.source ?? 'ebpf', opts.late), 'claim');
     }
     await this.settle();
-    const found = await socketsOf(family).catch((e: Error) => {
+    const netPid = this.netPid();
+    const found = netPid === undefined ? [] : await socketsOf(family, netPid).catch((e: Error) => {
       diag.warn('cannot read the socket tables', { error: e.message });
       return [];
     });
@@ -375,6 +412,7 @@ export class ConnectionTracker {
     await this.drain();
     const conns = this.table.all();
     await Promise.all(conns.map((c) => c.begun));
+    await Promise.all(conns.map((c) => c.translating));
     const { counts, note } = await this.counting.all();
     for (const c of conns) {
       this.table.delete(c);
@@ -391,6 +429,7 @@ export class ConnectionTracker {
     if (conns.length === 0) return;
     // A process or job may end while a connection's counting is still being set up.
     await Promise.all(conns.map((c) => c.begun));
+    await Promise.all(conns.map((c) => c.translating));
     const { finals, reused, note } = await this.counting.end(conns, (c) => this.generations.superseded(c.id, c.generation));
     conns.forEach((c, i) => {
       if (this.table.get(c.key) !== c) return; // finished by someone else meanwhile
@@ -465,7 +504,8 @@ export class ConnectionTracker {
     const registry = this.parts.registry;
     const dead = registry.dead();
     const deadPids = new Set(dead.map((p) => p.pid));
-    const open = await openConnectionIds().catch(() => undefined);
+    const netPid = this.netPid();
+    const open = netPid === undefined ? undefined : await openConnectionIds(netPid).catch(() => undefined);
     const reclaim = this.table.all().filter((c) => {
       // A connection whose events are still being handled will be closed by them.
       if (c.closing || this.chains.has(c.id)) return false;
@@ -487,6 +527,11 @@ export class ConnectionTracker {
     }
     for (const [id, until] of this.finished) if (until < now) this.finished.delete(id);
     if (reclaim.length) diag.info('garbage collected', { why, reclaimed: reclaim.length, dead_processes: dead.length });
+  }
+
+  /** Whose /proc/PID/net tables hold this tracker's sockets ('self': the daemon's). */
+  private netPid(): number | 'self' | undefined {
+    return this.parts.site ? this.parts.site.netPid() : 'self';
   }
 
   private isFinished(id: string, time: number): boolean {

@@ -8,7 +8,7 @@ import type { ConnectionTable, TrackedConnection } from './connections.js';
 
 export const ZERO: Traffic = { bytes_in: 0, bytes_out: 0, packets_in: 0, packets_out: 0 };
 
-export function jobSummary(j: Job, table: ConnectionTable, closed: (Traffic & { connections: number }) | undefined): JobSummary {
+export function jobSummary(j: Job, table: Pick<ConnectionTable, 'ofPid'>, closed: (Traffic & { connections: number }) | undefined): JobSummary {
   const totals: Traffic = { ...ZERO };
   let open = 0;
   for (const p of j.processes.values()) {
@@ -28,7 +28,7 @@ export function jobSummary(j: Job, table: ConnectionTable, closed: (Traffic & { 
   };
 }
 
-export function processView(p: ProfiledProcess, table: ConnectionTable): ProcessView {
+export function processView(p: ProfiledProcess, table: Pick<ConnectionTable, 'ofPid'>): ProcessView {
   const conns = table.ofPid(p.pid).map((c) => connectionView(c));
   const totals: Traffic = { ...ZERO };
   for (const c of conns) addTraffic(totals, c);

@@ -17,7 +17,7 @@ import { readTcpTables, SocketIndex, TCP_STATE, type TcpRow } from './procfs.js'
  * listener answer).
  */
 
-export type AttributionSource = 'ebpf-connect' | 'ebpf-accept' | 'procfs' | 'listener';
+export type AttributionSource = 'ebpf-connect' | 'ebpf-accept' | 'procfs' | 'listener' | 'tap';
 
 export type Attribution =
   | { pid: number; source: AttributionSource; exact: boolean }
@@ -92,7 +92,7 @@ export class Resolver extends EventEmitter {
   private liveSince = Infinity;
   private tables: { at: number; rows: Promise<Tables> } | undefined;
   private readonly st: ResolverStats = {
-    bySource: { 'ebpf-connect': 0, 'ebpf-accept': 0, procfs: 0, listener: 0, unresolved: 0 },
+    bySource: { 'ebpf-connect': 0, 'ebpf-accept': 0, procfs: 0, listener: 0, tap: 0, unresolved: 0 },
     unresolved: {},
     refined: 0,
     eventsKept: 0,

@@ -26,7 +26,7 @@ export async function startOracle(ns: string): Promise<void> {
 
 interface Flow {
   orig: { src: string; dst: string; sport: number; dport: number; packets: number; bytes: number };
-  reply: { packets: number; bytes: number };
+  reply: { src: string; dst: string; sport: number; dport: number; packets: number; bytes: number };
 }
 
 /** All TCP flows conntrack knows in the namespace. */
@@ -49,7 +49,14 @@ export async function oracleFlows(ns: string): Promise<Flow[]> {
           packets: Number(get('packets', 0)),
           bytes: Number(get('bytes', 0)),
         },
-        reply: { packets: Number(get('packets', 1)), bytes: Number(get('bytes', 1)) },
+        reply: {
+          src: canonicalAddr(fam, get('src', 1)!),
+          dst: canonicalAddr(fam, get('dst', 1)!),
+          sport: Number(get('sport', 1)),
+          dport: Number(get('dport', 1)),
+          packets: Number(get('packets', 1)),
+          bytes: Number(get('bytes', 1)),
+        },
       });
     }
   }
@@ -67,6 +74,12 @@ export function oracleCounts(flows: readonly Flow[], key: ConnKey): Counts | und
     }
     if (o.src === r && o.sport === key.remotePort && o.dst === l && o.dport === key.localPort) {
       return { bytesOut: f.reply.bytes, packetsOut: f.reply.packets, bytesIn: o.bytes, packetsIn: o.packets };
+    }
+    // Behind DNAT (a published port) the local end is the reply's source, not the original's
+    // destination, which is the address the remote dialled.
+    const p = f.reply;
+    if (p.src === l && p.sport === key.localPort && p.dst === r && p.dport === key.remotePort) {
+      return { bytesOut: p.bytes, packetsOut: p.packets, bytesIn: o.bytes, packetsIn: o.packets };
     }
   }
   return undefined;

@@ -48,9 +48,11 @@ export class World {
     private readonly config: Record<string, string>,
   ) {}
 
-  static async create(tag: string, config: Record<string, string> = {}): Promise<World> {
+  /** prepare: what must exist before the daemon starts (an interface INTERFACE names). */
+  static async create(tag: string, config: Record<string, string> = {}, prepare?: (pair: Pair) => Promise<void>): Promise<World> {
     const pair = await createPair(tag);
     try {
+      await prepare?.(pair);
       await startOracle(pair.node.ns);
       const full = { INTERFACE: 'veth0,lo', LOG_FORMAT: 'jsonl', ...config };
       const daemon = await startDaemon(pair.node.ns, full);

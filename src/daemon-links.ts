@@ -1,0 +1,118 @@
+import { EventEmitter } from 'node:events';
+import type { ConnKey } from './connection.js';
+import type { Config } from './config/config.js';
+import { Capture, LocalAddresses } from './capture/index.js';
+import { NftablesEngine, type Installed } from './counters/index.js';
+import { Resolver, type Attribution, type Lineage, type Tracer } from './resolve/index.js';
+import { containerLinks, netnsOf, tapsOf, vmLinks, type JobLink } from './resolve/links.js';
+import type { LinkOpener, OpenedLink } from './profiler/link-sites.js';
+import { run } from './util/exec.js';
+import { diag } from './util/diag.js';
+
+/** Our link tables: `netdev netprof_l<ifindex>`, one per counted link of this namespace. */
+const LINK_TABLE = /^netprof_l\d+$/;
+const linkTable = (l: JobLink): string => `netprof_l${l.ifindex}`;
+
+/**
+ * The kernel-facing half of containers and VMs: finds a registered process's links, and for
+ * each starts a netdev table on it, a capture per direction, and the resolver of the job's
+ * namespace (a VM's guest has none we can read: its connections are the VM process's).
+ */
+export function linkOpener(o: { config: Config; tracer: Tracer; lineage: Lineage }): LinkOpener {
+  const ours = netnsOf('self');
+  return {
+    async discover(pid: number): Promise<JobLink[]> {
+      const theirs = await netnsOf(pid);
+      if (theirs === undefined) return [];
+      const links = theirs !== (await ours) ? await containerLinks(pid) : [];
+      links.push(...(await vmLinks(await tapsOf(pid))));
+      return links;
+    },
+
+    async open(link: JobLink, pid: number): Promise<OpenedLink> {
+      const engine = new NftablesEngine({ capacity: o.config.rulesThreshold, setSize: Math.min(o.config.setSize, 65_536), table: linkTable(link), link: link.device });
+      const left = await engine.start();
+      if (left.length) diag.warn('a link table of an earlier run was replaced', { link: link.device, connections: left.length });
+      const capture = new Capture({ interfaces: [link.device], local: new LocalAddresses(), link: true });
+      capture.on('warning', (w) => diag.warn('capture', { warning: w }));
+      try {
+        await capture.start();
+      } catch (e) {
+        await engine.stop();
+        throw e;
+      }
+      const resolver = link.kind === 'vm' ? new GuestResolver(pid) : await Resolver.create({ netPid: pid, lineage: o.lineage, tracer: o.tracer });
+      return {
+        engine,
+        capture,
+        resolver,
+        ...(link.kind === 'container' ? { translate: natOf } : {}),
+        async close() {
+          await capture.stop();
+          if (resolver instanceof Resolver) resolver.close();
+          await engine.stop();
+        },
+      };
+    },
+  };
+}
+
+/** A VM's tap carries only its guest's traffic: every connection on it is the VM process's. */
+class GuestResolver extends EventEmitter {
+  constructor(private readonly pid: number) {
+    super();
+  }
+
+  async resolve(): Promise<Attribution> {
+    return { pid: this.pid, source: 'tap', exact: true };
+  }
+}
+
+/** What a killed run left on links: each table harvested for its records, then removed. */
+export async function harvestLinkTables(): Promise<Installed[]> {
+  const r = await run('nft', ['-j', 'list', 'tables', 'netdev']);
+  if (r.code !== 0) return [];
+  const names = (JSON.parse(r.stdout).nftables as Array<{ table?: { name?: string } }>).flatMap((i) => (i.table?.name && LINK_TABLE.test(i.table.name) ? [i.table.name] : []));
+  const out: Installed[] = [];
+  for (const table of names) {
+    // The device may be gone: only the table's name and family matter for a harvest.
+    const engine = new NftablesEngine({ capacity: 1, table, link: 'harvest' });
+    out.push(...(await engine.harvestAndDrop().catch((e: Error) => (diag.error('cannot harvest a link table', { table, error: e.message }), []))));
+  }
+  return out;
+}
+
+/**
+ * Where NAT put a container's end, from conntrack in our namespace: for a connection the job
+ * opened its tuple is conntrack's original and the reply is addressed to the translation; for
+ * one it accepted (a published port) the reply is the job's tuple and the original was
+ * addressed to the translation.
+ */
+async function natOf(key: ConnKey): Promise<{ addr: string; port: number } | undefined> {
+  const f = ['-L', '-f', key.family === 6 ? 'ipv6' : 'ipv4', '-p', 'tcp'];
+  const [l, lp, r, rp] = [key.localAddr, String(key.localPort), key.remoteAddr, String(key.remotePort)];
+  const opened = await run('conntrack', [...f, '--orig-src', l, '--orig-dst', r, '--orig-port-src', lp, '--orig-port-dst', rp]);
+  const out = tuples(opened.stdout);
+  if (out) return { addr: out.reply.dst, port: out.reply.dport };
+  const accepted = await run('conntrack', [...f, '--reply-src', l, '--reply-dst', r, '--reply-port-src', lp, '--reply-port-dst', rp]);
+  const inn = tuples(accepted.stdout);
+  return inn ? { addr: inn.orig.dst, port: inn.orig.dport } : undefined;
+}
+
+interface CtTuple {
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+}
+
+/** The two tuples of conntrack's first listed entry (`src= dst= sport= dport=` twice). */
+export function tuples(text: string): { orig: CtTuple; reply: CtTuple } | undefined {
+  const line = text.split('\n').find((x) => x.includes('src='));
+  if (!line) return undefined;
+  const v = (k: string): string[] => [...line.matchAll(new RegExp(`\\b${k}=(\\S+)`, 'g'))].map((m) => m[1]!);
+  const [src, dst, sport, dport] = [v('src'), v('dst'), v('sport'), v('dport')];
+  if (src.length < 2 || dst.length < 2 || sport.length < 2 || dport.length < 2) return undefined;
+  const t = (i: number): CtTuple => ({ src: src[i]!, dst: dst[i]!, sport: Number(sport[i]), dport: Number(dport[i]) });
+  return { orig: t(0), reply: t(1) };
+}

@@ -1,0 +1,112 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { World, type LoggedConnection } from '../profiler/harness.js';
+import { destroyNamespace, exited, waitForListen } from '../../support/netns.js';
+import { BRIDGE, linkTables, nodeBridge, standIn, type StandIn } from './bridge.js';
+
+/**
+ * Jobs in their own network namespace on a bridge of the node, registered by their host pid —
+ * the issue's reproduction (0 connections logged before links were counted), with each record
+ * checked against conntrack in the node namespace.
+ */
+describe('jobs in their own network namespace, on a bridge', () => {
+  let world: World;
+  let a: StandIn;
+  let b: StandIn;
+
+  beforeAll(async () => {
+    world = await World.create('virt', { INTERFACE: `veth0,lo,${BRIDGE}` }, nodeBridge);
+    a = await standIn(world, 2);
+    b = await standIn(world, 3);
+    world.file('one-mib', 1 << 20);
+    await world.serveHttp(8000);
+  }, 60_000);
+
+  afterAll(async () => {
+    await world?.destroy();
+    for (const s of [a, b]) if (s) await destroyNamespace(s.ns);
+  });
+
+  const ofJob = (job: string) => (r: LoggedConnection) => r.job === job;
+
+  /** A shell in the stand-in, registered before its script runs. */
+  async function job(s: StandIn, id: string, script: string): Promise<{ pid: number; done: Promise<number | null> }> {
+    const sh = world.spawn(s.ns, 'sh', ['-c', `read go; ${script}`]);
+    await world.register(id, sh.pid!);
+    sh.stdin!.write('go\n');
+    return { pid: sh.pid!, done: exited(sh) };
+  }
+
+  it('counts downloads out through the bridge, masqueraded (IPv4) and routed (IPv6), with the job’s own address', async () => {
+    const j = await job(a, 'out.1', `curl -s -o /dev/null http://${world.remote.v4}:8000/one-mib && curl -s -o /dev/null -g 'http://[${world.remote.v6}]:8000/one-mib'`);
+    expect(await j.done).toBe(0);
+    const recs = await world.waitForRecords(2, ofJob('out.1'));
+    expect(recs).toHaveLength(2);
+    const v4 = recs.find((r) => r.family === 'ipv4')!;
+    const v6 = recs.find((r) => r.family === 'ipv6')!;
+    expect(v4).toMatchObject({ local_addr: a.v4, remote_addr: world.remote.v4, remote_port: 8000, interface: BRIDGE, link: a.port, opened_by: 'local', counted: true, partial: false });
+    expect(v6).toMatchObject({ local_addr: a.v6, remote_addr: world.remote.v6, remote_port: 8000, interface: BRIDGE, link: a.port, counted: true });
+    // The remote saw the node's address: masquerade's translation is in the record.
+    expect(v4).toMatchObject({ translated_addr: world.node.v4 });
+    expect(v6).not.toHaveProperty('translated_addr');
+    for (const r of recs) {
+      expect(r.pid, 'curl, a child of the registered shell').not.toBe(j.pid);
+      expect(r.bytes_in).toBeGreaterThan(1 << 20);
+    }
+    await world.expectOracleMatch(recs);
+    // Logged once: in the bridge's log only.
+    expect(world.records().filter((r) => r.local_port === v4.local_port && r.remote_port === 8000)).toHaveLength(1);
+  }, 60_000);
+
+  it('counts a server behind a published (DNAT) port, with the address the client used', async () => {
+    const server = await job(a, 'srv.1', `exec python3 -m http.server 80 --bind 0.0.0.0 --directory ${world.servedDir}`);
+    await waitForListen(a.ns, 80);
+    for (let i = 0; i < 3; i++) {
+      const r = await world.run('ip', ['netns', 'exec', world.remote.ns, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', `http://${world.node.v4}:8080/one-mib`]);
+      expect(r.stdout).toBe('200');
+    }
+    const recs = await world.waitForRecords(3, ofJob('srv.1'));
+    expect(recs).toHaveLength(3);
+    for (const r of recs) {
+      expect(r).toMatchObject({ pid: server.pid, local_addr: a.v4, local_port: 80, remote_addr: world.remote.v4, opened_by: 'remote', translated_addr: world.node.v4, translated_port: 8080, link: a.port });
+      expect(r.bytes_out).toBeGreaterThan(1 << 20);
+    }
+    await world.expectOracleMatch(recs);
+    await world.daemon.curl('/endjobprofile/jobid=srv.1');
+  }, 60_000);
+
+  it('counts a connection between two jobs’ namespaces on the same bridge once for each job, and one to the host', async () => {
+    const server = await job(b, 'peer.b', `exec python3 -m http.server 80 --bind :: --directory ${world.servedDir}`);
+    await waitForListen(b.ns, 80);
+    // The host's own server on the bridge's address: no job's, so only the client's side is logged.
+    world.spawn(world.node.ns, 'python3', ['-m', 'http.server', '8001', '--bind', '10.77.0.1', '--directory', world.servedDir]);
+    await waitForListen(world.node.ns, 8001);
+    const client = await job(a, 'peer.a', `curl -s -o /dev/null http://${b.v4}/one-mib && curl -s -o /dev/null http://10.77.0.1:8001/one-mib`);
+    expect(await client.done).toBe(0);
+    const mine = await world.waitForRecords(2, ofJob('peer.a'));
+    const theirs = await world.waitForRecords(1, ofJob('peer.b'));
+    expect(mine).toHaveLength(2);
+    expect(theirs).toHaveLength(1);
+    const toB = mine.find((r) => r.remote_addr === b.v4)!;
+    expect(toB).toMatchObject({ local_addr: a.v4, link: a.port, opened_by: 'local' });
+    expect(theirs[0]).toMatchObject({ pid: server.pid, local_addr: b.v4, local_port: 80, remote_addr: a.v4, remote_port: toB.local_port, link: b.port, opened_by: 'remote' });
+    // The same bytes, seen from both ends (bridged: no conntrack entry in the node to compare with).
+    expect(Math.abs(toB.bytes_in - theirs[0]!.bytes_out)).toBeLessThanOrEqual(104);
+    expect(Math.abs(toB.bytes_out - theirs[0]!.bytes_in)).toBeLessThanOrEqual(104);
+    expect(toB.bytes_in).toBeGreaterThan(1 << 20);
+    const toHost = mine.find((r) => r.remote_addr === '10.77.0.1')!;
+    expect(toHost).toMatchObject({ remote_port: 8001, counted: true });
+    await world.expectOracleMatch([toHost]);
+    await world.daemon.curl('/endjobprofile/jobid=peer.b');
+  }, 60_000);
+
+  it('removes a link’s counters when its last job ends', async () => {
+    const j = await job(b, 'gone.1', 'sleep 30');
+    const before = await linkTables(world.node.ns);
+    expect(before.length).toBeGreaterThan(0);
+    const r = await world.daemon.curl('/endjobprofile/jobid=gone.1');
+    expect(r.status).toBe(200);
+    for (const id of ['out.1', 'peer.a']) await world.daemon.curl(`/endjobprofile/jobid=${id}`);
+    expect(await linkTables(world.node.ns)).toEqual([]);
+    void j;
+  }, 30_000);
+});
