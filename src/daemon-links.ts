@@ -29,6 +29,10 @@ export function linkOpener(o: { config: Config; tracer: Tracer; lineage: Lineage
       return links;
     },
 
+    async named(device: string): Promise<JobLink | undefined> {
+      return (await vmLinks([device]))[0];
+    },
+
     async open(link: JobLink, pid: number): Promise<OpenedLink> {
       const engine = new NftablesEngine({ capacity: o.config.rulesThreshold, setSize: Math.min(o.config.setSize, 65_536), table: linkTable(link), link: link.device });
       const left = await engine.start();

@@ -12,6 +12,7 @@ import { methodNotAllowed, readBody, sendJson } from './http.js';
  *   DELETE /v1/jobs/{job}                  end the job (logs every connection)
  *   POST   /v1/jobs/{job}/processes        register {"pid", "owner"?, "birthdate"?}
  *   DELETE /v1/jobs/{job}/processes/{pid}  end one process
+ *   POST   /v1/jobs/{job}/processes/{pid}/links  {"interface"}: count a VM's tap as the process's
  *   POST   /v1/shutdown                    orderly shutdown
  * Errors: {"error": {"status", "message"}} with a 4xx status for the caller's mistakes.
  */
@@ -35,7 +36,7 @@ export async function handleV1(req: IncomingMessage, res: ServerResponse, segmen
     res.once('finish', () => control.shutdown('POST /v1/shutdown'));
     return;
   }
-  if (resource !== 'jobs' || rest.length > 0) throw new RequestError(404, 'no such path');
+  if (resource !== 'jobs' || rest.length > 1 || (rest.length === 1 && rest[0] !== 'links')) throw new RequestError(404, 'no such path');
 
   if (jobText === undefined) {
     if (!reads.includes(method)) throw methodNotAllowed(['GET']);
@@ -68,14 +69,20 @@ export async function handleV1(req: IncomingMessage, res: ServerResponse, segmen
       already_registered: !added,
     });
   }
+  if (rest[0] === 'links') {
+    if (method !== 'POST') throw methodNotAllowed(['POST']);
+    const device = await interfaceFromBody(req);
+    const given = await control.giveLink(job, checkPid(pidText), device);
+    return sendJson(res, 201, { job, pid: Number(pidText), ...given });
+  }
   if (method !== 'DELETE') throw methodNotAllowed(['DELETE']);
   const ended = await control.endProcess(job, { pid: checkPid(pidText) });
   return sendJson(res, 200, { job, pid: Number(pidText), connections_logged: ended.connectionsLogged });
 }
 
-async function claimFromBody(req: IncomingMessage): Promise<ProcessClaim> {
+async function jsonObject(req: IncomingMessage, what: string): Promise<Record<string, unknown>> {
   const type = String(req.headers['content-type'] ?? '');
-  if (!/^application\/json\b/i.test(type)) throw new RequestError(415, 'send the process as application/json');
+  if (!/^application\/json\b/i.test(type)) throw new RequestError(415, `send the ${what} as application/json`);
   const text = await readBody(req);
   let body: unknown;
   try {
@@ -84,7 +91,20 @@ async function claimFromBody(req: IncomingMessage): Promise<ProcessClaim> {
     throw new RequestError(400, 'the body is not valid JSON');
   }
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new RequestError(400, 'the body must be a JSON object');
-  const o = body as Record<string, unknown>;
+  return body as Record<string, unknown>;
+}
+
+const IFNAME = /^[A-Za-z0-9_.@+-]{1,15}$/;
+
+async function interfaceFromBody(req: IncomingMessage): Promise<string> {
+  const o = await jsonObject(req, 'interface');
+  for (const k of Object.keys(o)) if (k !== 'interface') throw new RequestError(400, `unknown field "${k.slice(0, 40)}" (expected interface)`);
+  if (typeof o.interface !== 'string' || !IFNAME.test(o.interface) || o.interface.startsWith('-')) throw new RequestError(400, 'interface must be an interface name (1–15 of A–Z a–z 0–9 _ . @ + -)');
+  return o.interface;
+}
+
+async function claimFromBody(req: IncomingMessage): Promise<ProcessClaim> {
+  const o = await jsonObject(req, 'process');
   for (const k of Object.keys(o)) {
     if (!['pid', 'owner', 'birthdate'].includes(k)) throw new RequestError(400, `unknown field "${k.slice(0, 40)}" (expected pid, owner, birthdate)`);
   }

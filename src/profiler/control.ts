@@ -7,6 +7,8 @@ export interface DaemonControl {
   register(job: string, claim: ProcessClaim): Promise<{ process: ProfiledProcess; added: boolean }>;
   endProcess(job: string, claim: ProcessClaim): Promise<EndResult>;
   endJob(job: string): Promise<EndResult>;
+  /** Counts a link (a VM's tap a hypervisor handed over) as the registered process's. */
+  giveLink(job: string, pid: number, device: string): Promise<{ link: string; bridge: string | null; logged_as: string }>;
   /** Begins an orderly shutdown (log everything, remove what was installed, exit 0). Called
    * after the answer has been sent. */
   shutdown(reason: string): void;

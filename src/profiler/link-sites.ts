@@ -7,6 +7,7 @@ import type { EndReason } from '../log/record.js';
 import type { ProfiledProcess } from '../registry/registry.js';
 import type { ConnectionTracker, TrackerResolve, TrackerSite } from './tracker.js';
 import { diag } from '../util/diag.js';
+import { RequestError } from '../registry/registry.js';
 
 /** What the daemon's kernel-facing side gives for a job's link. */
 export interface OpenedLink {
@@ -27,6 +28,9 @@ export interface LinkOpener {
   /** A registered process's own links: a container's veths (its namespace is not ours), a
    * VM's taps; none for a process of the daemon's namespace. */
   discover(pid: number): Promise<JobLink[]>;
+  /** A tap (or any link) of our namespace by name, for a hypervisor that hands its VM's tap
+   * over rather than holding it: undefined when there is no such interface. */
+  named(device: string): Promise<JobLink | undefined>;
   /** Starts counting and capturing on the link (the engine started, capture listening). */
   open(link: JobLink, pid: number): Promise<OpenedLink>;
 }
@@ -102,6 +106,19 @@ export class LinkSites {
       await site.tracker.claimConnectionsOf(family, { late: true });
     }
     return counted;
+  }
+
+  /** POST /v1/…/links: a link given explicitly to a registered process (its VM's tap). */
+  async give(proc: ProfiledProcess, family: Iterable<number>, device: string): Promise<{ link: JobLink; iface: string }> {
+    const link = await this.parts.opener.named(device);
+    if (!link) throw new RequestError(404, `no interface ${device} in the daemon's network namespace`);
+    const iface = this.logName(link);
+    if (iface === undefined) throw new RequestError(409, `INTERFACE names neither ${device} nor its bridge${link.master ? ` ${link.master}` : ''}: its connections would not be in scope`);
+    const site = await this.site(link, iface, proc.pid);
+    if (!site) throw new RequestError(500, this.failures.get(link.device) ?? `cannot count on ${device}`);
+    site.pids.add(proc.pid);
+    await site.tracker.claimConnectionsOf(family, { late: true });
+    return { link, iface };
   }
 
   private site(link: JobLink, iface: string, pid: number): Promise<LinkSite | undefined> {

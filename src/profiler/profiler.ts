@@ -245,6 +245,15 @@ export class Profiler implements DaemonControl {
     return { processes: procs.length, connectionsLogged: logged };
   }
 
+  async giveLink(job: string, pid: number, device: string): Promise<{ link: string; bridge: string | null; logged_as: string }> {
+    this.refuseWhileStopping();
+    const proc = this.registry.find(job, { pid });
+    if (!this.links) throw new RequestError(501, 'links are counted with ENGINE = nftables only');
+    const lineage = this.parts.resolve?.lineage;
+    const { link, iface } = await this.links.give(proc, lineage ? lineage.membersOf(pid) : [pid], device);
+    return { link: link.device, bridge: link.master ?? null, logged_as: iface };
+  }
+
   /** Late registration: the process (and its children) may have connected already. */
   private async adopt(proc: ProfiledProcess): Promise<void> {
     const lineage = this.parts.resolve?.lineage;

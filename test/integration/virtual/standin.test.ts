@@ -14,7 +14,7 @@ describe('jobs in their own network namespace, on a bridge', () => {
   let b: StandIn;
 
   beforeAll(async () => {
-    world = await World.create('virt', { INTERFACE: `veth0,lo,${BRIDGE}` }, nodeBridge);
+    world = await World.create('virt', { INTERFACE: `veth0,lo,${BRIDGE}`, GC_INTERVAL: '1' }, nodeBridge);
     a = await standIn(world, 2);
     b = await standIn(world, 3);
     world.file('one-mib', 1 << 20);
@@ -109,4 +109,64 @@ describe('jobs in their own network namespace, on a bridge', () => {
     expect(await linkTables(world.node.ns)).toEqual([]);
     void j;
   }, 30_000);
+
+  it('lets a hypervisor hand a VM’s tap to a registered process, and refuses what it cannot count', async () => {
+    const tap = `tp${process.pid % 10000}`;
+    await world.run('ip', ['tuntap', 'add', tap, 'mode', 'tap']);
+    await world.run('ip', ['link', 'set', tap, 'master', BRIDGE, 'up']);
+    await world.run('ip', ['tuntap', 'add', 'tpx', 'mode', 'tap']); // on no configured bridge
+    const vm = await job(b, 'vm.1', 'sleep 30');
+    const give = (pid: number, body: string) => world.daemon.curl(`/v1/jobs/vm.1/processes/${pid}/links`, 'POST', body);
+    expect((await give(vm.pid, '{"interface":"nosuch0"}')).status).toBe(404);
+    expect((await give(vm.pid, '{"interface":"a b"}')).status).toBe(400);
+    expect((await give(vm.pid, '{"interface":"tpx"}')).status).toBe(409);
+    expect((await give(1, `{"interface":"${tap}"}`)).status).toBe(404);
+    const r = await give(vm.pid, `{"interface":"${tap}"}`);
+    expect(r.status, r.body).toBe(201);
+    expect(JSON.parse(r.body)).toMatchObject({ link: tap, bridge: BRIDGE, logged_as: BRIDGE });
+    expect((await linkTables(world.node.ns)).length).toBeGreaterThan(0);
+    await world.daemon.curl('/endjobprofile/jobid=vm.1');
+    expect(await linkTables(world.node.ns)).toEqual([]);
+    await world.run('ip', ['link', 'del', tap]);
+    await world.run('ip', ['link', 'del', 'tpx']);
+  }, 30_000);
+
+  /** A slow download by a registered job, open until it is killed. */
+  async function slowDownload(s: StandIn, id: string): Promise<void> {
+    await job(s, id, `curl -s -o /dev/null --limit-rate 50k http://${world.remote.v4}:8000/one-mib`);
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      const r = await world.daemon.curl(`/v1/jobs/${id}`);
+      if (r.status === 200 && (JSON.parse(r.body) as { open_connections: number }).open_connections === 1) return;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    throw new Error(`${id}: its download is not tracked`);
+  }
+
+  it('logs what a killed daemon counted on a link as recovered, and removes the link’s table', async () => {
+    await slowDownload(a, 'kill.1');
+    world.daemon.child.kill('SIGKILL');
+    await exited(world.daemon.child);
+    expect((await linkTables(world.node.ns)).length, 'left behind by kill -9').toBe(1);
+    await world.restartDaemon({});
+    const [rec] = await world.waitForRecords(1, (r) => r.end_reason === 'recovered' && r.local_addr === a.v4);
+    expect(rec).toMatchObject({ job: 'kill.1', remote_addr: world.remote.v4, remote_port: 8000, counted: true, partial: true });
+    expect(rec!.bytes_in).toBeGreaterThan(0);
+    expect(await linkTables(world.node.ns)).toEqual([]);
+  }, 60_000);
+
+  it('writes the records of a container that vanished while counted, from its link’s last counters', async () => {
+    const c = await standIn(world, 4);
+    await slowDownload(c, 'vanish.1');
+    // The link goes first (as when a runtime tears the network down), so no FIN or RST of its
+    // processes' deaths crosses it: only the collector learns that they are gone.
+    await world.run('ip', ['link', 'del', c.port]);
+    await destroyNamespace(c.ns);
+    const [rec] = await world.waitForRecords(1, ofJob('vanish.1'), 15_000);
+    expect(rec).toMatchObject({ local_addr: c.v4, remote_addr: world.remote.v4, end_reason: 'gc', counted: true, link: c.port });
+    expect(rec!.bytes_in).toBeGreaterThan(10_000);
+    const deadline = Date.now() + 5_000;
+    while ((await linkTables(world.node.ns)).length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 200));
+    expect(await linkTables(world.node.ns)).toEqual([]);
+  }, 60_000);
 });
