@@ -7,6 +7,7 @@ import { Resolver, type Attribution, type Lineage, type Tracer } from './resolve
 import { containerLinks, netnsOf, tapsOf, vmLinks, type JobLink } from './resolve/links.js';
 import type { LinkOpener, OpenedLink } from './profiler/link-sites.js';
 import { run } from './util/exec.js';
+import { canonicalAddr } from './counters/tuple.js';
 import { diag } from './util/diag.js';
 
 /** Our link tables: `netdev netprof_l<ifindex>`, one per counted link of this namespace. */
@@ -50,7 +51,7 @@ export function linkOpener(o: { config: Config; tracer: Tracer; lineage: Lineage
         engine,
         capture,
         resolver,
-        ...(link.kind === 'container' ? { translate: natOf } : {}),
+        ...(link.kind === 'container' ? { translate: new NatLookup().lookup } : {}),
         async close() {
           await capture.stop();
           if (resolver instanceof Resolver) resolver.close();
@@ -90,17 +91,46 @@ export async function harvestLinkTables(): Promise<Installed[]> {
  * Where NAT put a container's end, from conntrack in our namespace: for a connection the job
  * opened its tuple is conntrack's original and the reply is addressed to the translation; for
  * one it accepted (a published port) the reply is the job's tuple and the original was
- * addressed to the translation.
+ * addressed to the translation. Asked in batches (one listing per direction per 50 ms, filtered
+ * by the container's address), not once per connection: a spawn costs milliseconds.
  */
-async function natOf(key: ConnKey): Promise<{ addr: string; port: number } | undefined> {
-  const f = ['-L', '-f', key.family === 6 ? 'ipv6' : 'ipv4', '-p', 'tcp'];
-  const [l, lp, r, rp] = [key.localAddr, String(key.localPort), key.remoteAddr, String(key.remotePort)];
-  const opened = await run('conntrack', [...f, '--orig-src', l, '--orig-dst', r, '--orig-port-src', lp, '--orig-port-dst', rp]);
-  const out = tuples(opened.stdout);
-  if (out) return { addr: out.reply.dst, port: out.reply.dport };
-  const accepted = await run('conntrack', [...f, '--reply-src', l, '--reply-dst', r, '--reply-port-src', lp, '--reply-port-dst', rp]);
-  const inn = tuples(accepted.stdout);
-  return inn ? { addr: inn.orig.dst, port: inn.orig.dport } : undefined;
+class NatLookup {
+  private queue: Array<{ key: ConnKey; done: (t: { addr: string; port: number } | undefined) => void }> = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  lookup = (key: ConnKey): Promise<{ addr: string; port: number } | undefined> =>
+    new Promise((done) => {
+      this.queue.push({ key, done });
+      this.timer ??= setTimeout(() => void this.flush(), 50);
+    });
+
+  private async flush(): Promise<void> {
+    const batch = this.queue;
+    this.queue = [];
+    this.timer = undefined;
+    const byAddr = new Map<string, typeof batch>();
+    for (const q of batch) byAddr.set(`${q.key.family} ${q.key.localAddr}`, [...(byAddr.get(`${q.key.family} ${q.key.localAddr}`) ?? []), q]);
+    for (const group of byAddr.values()) {
+      const { family, localAddr } = group[0]!.key;
+      const f = ['-L', '-f', family === 6 ? 'ipv6' : 'ipv4', '-p', 'tcp'];
+      const [opened, accepted] = await Promise.all([run('conntrack', [...f, '--orig-src', localAddr]), run('conntrack', [...f, '--reply-src', localAddr])]);
+      const canon = (e: { orig: CtTuple; reply: CtTuple }) => {
+        for (const t of [e.orig, e.reply]) [t.src, t.dst] = [canonicalAddr(family, t.src), canonicalAddr(family, t.dst)];
+        return e;
+      };
+      const outs = entries(opened.stdout).map(canon);
+      const ins = entries(accepted.stdout).map(canon);
+      for (const { key: k, done } of group) {
+        const o = outs.find((e) => e.orig.sport === k.localPort && e.orig.dst === k.remoteAddr && e.orig.dport === k.remotePort);
+        if (o) {
+          done({ addr: o.reply.dst, port: o.reply.dport });
+          continue;
+        }
+        const i = ins.find((e) => e.reply.sport === k.localPort && e.reply.dst === k.remoteAddr && e.reply.dport === k.remotePort);
+        done(i ? { addr: i.orig.dst, port: i.orig.dport } : undefined);
+      }
+    }
+  }
 }
 
 interface CtTuple {
@@ -108,6 +138,14 @@ interface CtTuple {
   dst: string;
   sport: number;
   dport: number;
+}
+
+/** The two tuples of every entry conntrack listed. */
+export function entries(text: string): Array<{ orig: CtTuple; reply: CtTuple }> {
+  return text.split('\n').flatMap((l) => {
+    const t = tuples(l);
+    return t ? [t] : [];
+  });
 }
 
 /** The two tuples of conntrack's first listed entry (`src= dst= sport= dport=` twice). */
