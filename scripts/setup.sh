@@ -62,10 +62,12 @@ if [ ! -f "$addon" ] || [ -n "$(find native/nfset -maxdepth 1 -newer "$addon" -t
   (cd native/nfset && ../../node_modules/.bin/node-gyp rebuild --loglevel=warn --nodedir="$nodedir" >/dev/null)
 fi
 
-# A Debian kernel for the VM tests: vmlinuz and virtio_net with its dependencies, out of the
-# linux-image package (downloaded, not installed), into build/vm/ (gitignored). Skipped when there.
+# A Debian kernel for the VM tests: vmlinuz, and the modules for a virtio NIC on PCI (virtio_net,
+# virtio_pci and what they depend on, e.g. failover, net_failover, virtio_ring, read from each
+# module's own depends= field) out of the linux-image package — downloaded, not installed — into
+# build/vm/ (gitignored), with modules/order, the order to load them in. Skipped when there.
 vm=build/vm
-if [ ! -f "$vm/vmlinuz" ] || [ ! -f "$vm/modules/virtio_net.ko" ]; then
+if [ ! -f "$vm/vmlinuz" ] || [ ! -f "$vm/modules/order" ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "netprof setup: no guest kernel in $vm (run as root to fetch it)" >&2
     exit 1
@@ -86,21 +88,33 @@ if [ ! -f "$vm/vmlinuz" ] || [ ! -f "$vm/modules/virtio_net.ko" ]; then
     exit 1
   fi
   dpkg-deb -x "$tmp"/linux-image-*.deb "$tmp/x"
+  rm -rf "$vm"
   mkdir -p "$vm/modules"
-  for m in failover net_failover virtio_net; do
-    f=$(find "$tmp/x/lib/modules" -name "$m.ko*" | head -n 1)
-    if [ -z "$f" ]; then
-      echo "netprof setup: $kpkg has no $m module" >&2
-      exit 1
-    fi
+  order=""
+  # Adds module $1 after its dependencies; a module the package does not ship is built in.
+  add_module() {
+    local f deps d
+    case " $order " in *" $1 "*) return 0 ;; esac
+    f=$(find "$tmp/x/lib/modules" \( -name "$1.ko*" -o -name "$(echo "$1" | tr _ -).ko*" \) | head -n 1)
+    [ -n "$f" ] || return 0
     case "$f" in
-      *.ko.xz) xz -dc "$f" > "$vm/modules/$m.ko" ;;
-      *.ko.zst) zstd -qdc "$f" > "$vm/modules/$m.ko" ;;
-      *) cp "$f" "$vm/modules/$m.ko" ;;
+      *.ko.xz) xz -dc "$f" > "$vm/modules/$1.ko" ;;
+      *.ko.zst) zstd -qdc "$f" > "$vm/modules/$1.ko" ;;
+      *) cp "$f" "$vm/modules/$1.ko" ;;
     esac
-  done
-  cp "$tmp"/x/boot/vmlinuz-* "$vm/vmlinuz.tmp" && mv "$vm/vmlinuz.tmp" "$vm/vmlinuz"
+    deps=$(tr '\0' '\n' < "$vm/modules/$1.ko" | sed -n 's/^depends=//p' | tr ',' ' ')
+    for d in $deps; do add_module "$d"; done
+    order="$order $1"
+  }
+  add_module virtio_pci
+  add_module virtio_net
+  if [ ! -f "$vm/modules/virtio_net.ko" ]; then
+    echo "netprof setup: $kpkg has no virtio_net module" >&2
+    exit 1
+  fi
+  cp "$tmp"/x/boot/vmlinuz-* "$vm/vmlinuz"
   echo "$kpkg" > "$vm/kernel-package"
+  echo $order > "$vm/modules/order"
   rm -rf "$tmp"
   trap - EXIT
 fi
