@@ -110,6 +110,8 @@ export class Podman {
           'runtime = "runc"',
           '[network]',
           `network_config_dir = "${join(dir, 'net')}"`,
+          // containers join the world's network (bridge podman0) unless told otherwise
+          `default_network = "${p.network}"`,
           '',
         ].join('\n'),
       );
@@ -220,7 +222,7 @@ export class Podman {
     this.destroyed = true;
     if (existsSync(join(this.dir, 'containers.conf'))) {
       await this.run(['rm', '-a', '-f', '-t', '0']);
-      await this.run(['network', 'rm', '-f', this.network]);
+      await this.run(['network', 'rm', '-f', this.network]); // and its IPAM allocations
     }
     for (const m of mountsUnder(this.dir)) await run('umount', ['-l', m]);
     rmSync(this.dir, { recursive: true, force: true });
@@ -252,14 +254,29 @@ export class Podman {
   }
 
   private async createNetwork(ipv6: boolean): Promise<void> {
-    const args = ['network', 'create', '--disable-dns', '--subnet', this.subnetV4];
-    if (ipv6) args.push('--ipv6', '--subnet', this.subnetV6);
-    await this.runOk([...args, this.network]);
-    // podman 4.3 has no --interface-name: name the bridge podman0 in the network's own file.
-    const file = join(this.dir, 'net', `${this.network}.json`);
-    const conf = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
-    conf.network_interface = this.bridge;
-    writeFileSync(file, JSON.stringify(conf, null, 1));
+    // Written as podman's own network file rather than made with `podman network create`: it is
+    // the default network (containers.conf default_network, so that callers that do not say
+    // --network, like HTCondor's starter, land on it), which podman would otherwise make up in
+    // memory, IPv4 only; and podman 4.3 has no --interface-name to call the bridge podman0.
+    const subnets = [{ subnet: this.subnetV4, gateway: this.gatewayV4 }];
+    if (ipv6) subnets.push({ subnet: this.subnetV6, gateway: this.gatewayV6 });
+    const conf = {
+      name: this.network,
+      id: randomBytes(32).toString('hex'),
+      driver: 'bridge',
+      network_interface: this.bridge,
+      created: new Date().toISOString(),
+      subnets,
+      ipv6_enabled: ipv6,
+      internal: false,
+      dns_enabled: false,
+      ipam_options: { driver: 'host-local' },
+    };
+    writeFileSync(join(this.dir, 'net', `${this.network}.json`), JSON.stringify(conf, null, 1));
+    const seen = JSON.parse(await this.runOk(['network', 'inspect', this.network])) as { network_interface?: string; subnets?: unknown[] }[];
+    if (seen[0]?.network_interface !== this.bridge || seen[0]?.subnets?.length !== subnets.length) {
+      throw new Error(`podman does not see the network as written: ${JSON.stringify(seen)}`);
+    }
     this.ipv6 = ipv6;
   }
 }
