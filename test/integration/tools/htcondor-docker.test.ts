@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chmodSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createPair, type Pair } from '../../support/netns.js';
@@ -192,5 +192,79 @@ describe.skipIf(unavailable !== undefined)(`netprof_docker_wrapper (HTCondor DOC
     const missing = await starter(['start', '-a', `HTCJob1_1_slot1_PID${process.pid}`]);
     expect(missing.code).not.toBe(0);
     expect(missing.stderr).not.toMatch(/netprof_docker_wrapper:/);
+  });
+});
+
+// The wrapper's reading of docker command lines, against a fake docker and a fake netprof that
+// record how they are called (no runtime, no daemon: runs everywhere).
+describe('netprof_docker_wrapper command-line reading (fake docker)', () => {
+  const work = mkdtempSync(join(tmpdir(), 'netprof-fakedock-'));
+  const log = join(work, 'docker.log');
+  const nplog = join(work, 'netprof.log');
+  const docker = join(work, 'docker');
+  const netprof = join(work, 'netprof');
+  writeFileSync(
+    docker,
+    `#!/bin/sh
+printf '%s|' "$@" >> ${log}; echo >> ${log}
+for a do
+  case "$a" in
+    inspect) case "$*" in
+      *State.Pid*) echo 4242 ;;
+      *State.Running*) echo false ;;
+      *.Name*) echo /HTCJob5_6_slot1_PID1 ;;
+      esac; exit 0 ;;
+    wait) exit 0 ;;
+    run|start) case "$*" in *" -d"*|*--detach*) echo cafe; exit 0 ;; esac; sleep 0.5; echo attached-out; exit 4 ;;
+  esac
+done
+exit 0
+`,
+  );
+  writeFileSync(netprof, `#!/bin/sh\nprintf '%s|' "$@" >> ${nplog}; echo >> ${nplog}\n`);
+  chmodSync(docker, 0o755);
+  chmodSync(netprof, 0o755);
+  afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+  async function wrap(args: string[]): Promise<{ r: RunResult; docker: string[]; netprof: string[] }> {
+    writeFileSync(log, '');
+    writeFileSync(nplog, '');
+    const r = await run('env', ['-i', 'PATH=/usr/bin:/bin', `NETPROF_DOCKER=${docker}`, `NETPROF=${netprof}`, 'NETPROF_DAEMON=http://127.0.0.1:1', '/bin/sh', WRAPPER, ...args], { timeout: 20_000 });
+    await new Promise((res) => setTimeout(res, 300)); // a background `docker wait` monitor
+    const lines = (f: string) => readFileSync(f, 'utf8').split('\n').filter(Boolean);
+    return { r, docker: lines(log), netprof: lines(nplog) };
+  }
+
+  it('global options before run go to its own inspect and wait; -dit is detached; --name=NAME counts', async () => {
+    const { r, docker: d, netprof: n } = await wrap(['-H', 'unix:///x.sock', 'run', '-dit', '--name=HTCJob5_6_slot1_PID1', 'img', 'sh']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('cafe\n');
+    expect(d[0]).toBe('-H|unix:///x.sock|run|-dit|--name=HTCJob5_6_slot1_PID1|img|sh|');
+    expect(d).toContain('-H|unix:///x.sock|inspect|-f|{{.State.Pid}}|HTCJob5_6_slot1_PID1|');
+    expect(d).toContain('-H|unix:///x.sock|wait|HTCJob5_6_slot1_PID1|');
+    expect(n[0]).toBe('start|--daemon|http://127.0.0.1:1|--timeout|5|5.6|4242|');
+    expect(n).toContain('end-job|--daemon|http://127.0.0.1:1|--timeout|5|5.6|');
+  });
+
+  it("attached run: docker's output and status; values of short options (-p 8080:80, -e X) are skipped", async () => {
+    const { r, netprof: n } = await wrap(['run', '-p', '8080:80', '-e', 'A=--name', '--name', 'HTCJob5_6_slot1_PID1', 'img']);
+    expect(r.code).toBe(4);
+    expect(r.stdout).toBe('attached-out\n');
+    expect(n[0]).toBe('start|--daemon|http://127.0.0.1:1|--timeout|5|5.6|4242|');
+    expect(n).toContain('end-job|--daemon|http://127.0.0.1:1|--timeout|5|5.6|');
+  });
+
+  it("a --name after the image is the container's command, not docker's: not profiled", async () => {
+    const { r, docker: d, netprof: n } = await wrap(['run', 'img', 'prog', '--name', 'HTCJob5_6_slot1_PID1']);
+    expect(r.code).toBe(4);
+    expect(d).toEqual(['run|img|prog|--name|HTCJob5_6_slot1_PID1|']);
+    expect(n).toEqual([]);
+  });
+
+  it('create, rm, stop and the rest are passed through untouched', async () => {
+    const { r, docker: d, netprof: n } = await wrap(['create', '--name', 'HTCJob5_6_slot1_PID1', 'img']);
+    expect(r.code).toBe(0);
+    expect(d).toEqual(['create|--name|HTCJob5_6_slot1_PID1|img|']);
+    expect(n).toEqual([]);
   });
 });
