@@ -165,7 +165,9 @@ export class Podman {
    */
   writeCli(path: string): string {
     const env = Object.entries(this.env()).map(([k, v]) => `export ${k}=${sh1(v)}`);
-    writeFileSync(path, ['#!/bin/sh', ...env, `exec ${this.argv().map(sh1).join(' ')} "$@"`, ''].join('\n'));
+    // netavark runs iptables and sysctl from PATH: a caller's minimal PATH must not hide them.
+    const path0 = 'export PATH="${PATH:-/usr/bin:/bin}:/usr/local/sbin:/usr/sbin:/sbin"';
+    writeFileSync(path, ['#!/bin/sh', path0, ...env, `exec ${this.argv().map(sh1).join(' ')} "$@"`, ''].join('\n'));
     chmodSync(path, 0o755);
     return path;
   }
