@@ -10,6 +10,7 @@ import { Podman, podmanUnavailable } from '../../support/podman.js';
 // masqueraded through podman0), and a port published on the node serves the remote.
 
 const unavailable = await podmanUnavailable();
+if (unavailable) console.warn(`podman tests skipped: ${unavailable}`);
 const SIZE = 300_000;
 const hadVarLibContainers = existsSync('/var/lib/containers');
 

@@ -10,6 +10,7 @@ import { runOk } from '../../../src/util/exec.js';
 // file from a server bound to the bridge's address, and qemu's fdinfo names the tap.
 
 const unavailable = await qemuUnavailable();
+if (unavailable) console.warn(`qemu VM tests skipped: ${unavailable}`);
 const SIZE = 200_000;
 
 describe.skipIf(unavailable !== undefined)(`qemu test VM${unavailable ? ` (skipped: ${unavailable})` : ''}`, () => {
@@ -35,7 +36,7 @@ describe.skipIf(unavailable !== undefined)(`qemu test VM${unavailable ? ` (skipp
     rmSync(www, { recursive: true, force: true });
   });
 
-  it('the guest downloads a file from the bridge address over its tap; qemu holds the tap', async () => {
+  it('the guest downloads a file from the bridge address over its tap; qemu holds the tap', { timeout: 120_000 }, async () => {
     const t0 = Date.now();
     vm = await bootVm({
       ns,

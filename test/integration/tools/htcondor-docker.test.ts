@@ -17,6 +17,7 @@ import { run, type RunResult } from '../../../src/util/exec.js';
 
 const WRAPPER = resolve(__dirname, '../../../contrib/htcondor/netprof_docker_wrapper');
 const unavailable = await podmanUnavailable();
+if (unavailable) console.warn(`docker wrapper tests against podman skipped: ${unavailable}`);
 
 describe.skipIf(unavailable !== undefined)(`netprof_docker_wrapper (HTCondor DOCKER)${unavailable ? ` (skipped: ${unavailable})` : ''}`, () => {
   let pair: Pair;
