@@ -145,7 +145,7 @@ export class World {
       const o = oracleCounts(flows, key);
       const where = `${r.local_addr}:${r.local_port} ↔ ${r.remote_addr}:${r.remote_port}`;
       expect(o, `conntrack knows ${where}`).toBeDefined();
-      expect(r.counted, where).toBe(true);
+      expect(r.counted, `${where}${r.note ? ` (${r.note})` : ""}`).toBe(true);
       const ack = r.family === 'ipv6' ? 72 : 52;
       if (opts.within !== undefined) {
         // Counted on a job's link, not where conntrack counts: the host may re-segment what it
