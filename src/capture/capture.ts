@@ -3,6 +3,7 @@ import type { LocalAddresses } from './addresses.js';
 import { CONNECTION_FILTER, SNAPLEN } from './filter.js';
 import { TcpdumpRun, type RunEnd } from './tcpdump.js';
 import type { ConnEvent } from './events.js';
+import { DirectionMerge } from './direction-merge.js';
 
 export interface CaptureOptions {
   /** Interfaces to watch; the config's comma-separated INTERFACE string is accepted as is. */
@@ -78,6 +79,8 @@ export interface CaptureEvents {
  */
 export class Capture extends EventEmitter<CaptureEvents> {
   private readonly watchers: InterfaceWatcher[];
+  /** A link's two directions, put back in capture order. */
+  readonly merge: DirectionMerge | undefined;
 
   constructor(opts: CaptureOptions) {
     super();
@@ -92,6 +95,15 @@ export class Capture extends EventEmitter<CaptureEvents> {
     for (const n of names) {
       // tcpdump would take "-x" as an option; interface names never start with "-".
       if (n.startsWith('-') || /\s/.test(n)) throw new Error(`capture: bad interface name ${JSON.stringify(n)}`);
+    }
+    if (opts.link) {
+      this.merge = new DirectionMerge((e) => {
+        try {
+          this.emit('event', e);
+        } catch (err) {
+          if (this.listenerCount('warning')) this.emit('warning', `event listener threw: ${(err as Error).message}`);
+        }
+      });
     }
     this.watchers = opts.link
       ? names.flatMap((n) => [new InterfaceWatcher(n, opts, this, 'in'), new InterfaceWatcher(n, opts, this, 'out')])
@@ -111,6 +123,7 @@ export class Capture extends EventEmitter<CaptureEvents> {
   /** Stops every tcpdump (SIGTERM, then SIGKILL) after delivering what it already captured. */
   async stop(): Promise<void> {
     await Promise.all(this.watchers.map((w) => w.stop()));
+    this.merge?.flush(true);
   }
 
   /** Asks each tcpdump for its kernel counters (SIGUSR1); stats() shows them a moment later. */
@@ -189,7 +202,8 @@ class InterfaceWatcher {
       local: this.direction === undefined ? o.local : this.direction === 'in' ? 'from-job' : 'to-job',
       onEvent: (e) => {
         this.s.events++;
-        this.tell('event', e);
+        if (this.out.merge) this.out.merge.push(e);
+        else this.tell('event', e);
       },
       onFrame: (linkType) => {
         this.s.frames++;

@@ -67,6 +67,7 @@ describe('jobs in their own network namespace, on a bridge', () => {
     const recs = await world.waitForRecords(3, ofJob('srv.1'));
     expect(recs).toHaveLength(3);
     for (const r of recs) {
+      expect(r.counted, JSON.stringify(r)).toBe(true);
       expect(r).toMatchObject({ pid: server.pid, local_addr: a.v4, local_port: 80, remote_addr: world.remote.v4, opened_by: 'remote', translated_addr: world.node.v4, translated_port: 8080, link: a.port });
       expect(r.bytes_out).toBeGreaterThan(1 << 20);
     }
@@ -133,7 +134,7 @@ describe('jobs in their own network namespace, on a bridge', () => {
 
   /** A slow download by a registered job, open until it is killed. */
   async function slowDownload(s: StandIn, id: string): Promise<void> {
-    await job(s, id, `curl -s -o /dev/null --limit-rate 50k http://${world.remote.v4}:8000/one-mib`);
+    await job(s, id, `curl -s -o /dev/null --limit-rate 20k http://${world.remote.v4}:8000/one-mib`);
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
       const r = await world.daemon.curl(`/v1/jobs/${id}`);
