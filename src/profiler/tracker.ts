@@ -419,21 +419,23 @@ export class ConnectionTracker {
   }
 
   /** Refreshes the live counters shown by the API. One kernel read serves every caller within
-   * half a second (a metrics scrape asks for each job in turn). */
-  refreshCounts(): Promise<void> {
+   * half a second (a metrics scrape asks for each job in turn). With `only` (one job's view),
+   * reads just those connections, by key: the cost grows with the job, not with the node. */
+  refreshCounts(only?: readonly TrackedConnection[]): Promise<void> {
+    if (only) return this.readLiveCounts(only);
     if (this.refreshing && Date.now() - this.refreshing.at < 500) return this.refreshing.done;
     const done = this.readLiveCounts();
     this.refreshing = { at: Date.now(), done };
     return done;
   }
 
-  /** When the live counts were last read (epoch ms; 0: never). */
+  /** When the live counts of every connection were last read (epoch ms; 0: never). */
   countsReadAt = 0;
 
-  private async readLiveCounts(): Promise<void> {
+  private async readLiveCounts(only?: readonly TrackedConnection[]): Promise<void> {
     const at = Date.now();
-    await this.counting.read(this.table.all().filter((c) => c.counting !== 'no-room' && !c.closing));
-    this.countsReadAt = at;
+    await this.counting.read((only ?? this.table.all()).filter((c) => c.counting !== 'no-room' && !c.closing));
+    if (!only) this.countsReadAt = at;
   }
 
   /**
