@@ -304,10 +304,9 @@ export class Profiler implements DaemonControl {
     // tens of thousands of counters takes long (nft lists the whole set): then the answer waits
     // for it at most LIVE_WAIT_MS and gives the last figures, with their time.
     const own = opts.readAll ? undefined : [...before.processes.values()].flatMap((p) => this.connections.ofPid(p.pid));
-    const askedAt = Date.now();
-    let read = false;
-    const refresh = this.tracker.refreshCounts(own).then(
-      () => void (read = true),
+    let readAt: number | undefined;
+    const refresh = this.tracker.refreshCounts(own, id).then(
+      (at) => void (readAt = at),
       (e: Error) => diag.warn('cannot read live counters', { error: e.message }),
     );
     let timer: NodeJS.Timeout | undefined;
@@ -316,7 +315,7 @@ export class Profiler implements DaemonControl {
     clearTimeout(timer);
     const j = this.registry.job(id);
     if (!j) return undefined;
-    const readAt = own && read ? askedAt : this.tracker.countsReadAt;
+    readAt ??= this.tracker.countsReadAt; // timed out: the figures of the last full read
     return {
       ...jobSummary(j, this.connections, this.closedTotals.get(id)),
       counts_read_at: readAt ? new Date(readAt).toISOString() : null,
