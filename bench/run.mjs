@@ -535,7 +535,7 @@ async function main() {
     log(`churn: nftables, ${P.churnTotal} connections as fast as the client can, conntrack oracle`);
     const c = await churnRun({ tag: 'cn', engine: 'nftables', rate: 0, total: P.churnTotal, oracle: true, cpuProf: PROFILE ? join(PROFDIR, 'churn-nftables') : undefined });
     results.churn_runs = { nftables: c };
-    results.churn = { conn_per_s: c.conn_per_s, logged_fraction: c.logged_fraction, pid_fraction: c.pid_fraction, exact_fraction: c.oracle?.exact_fraction ?? NaN };
+    results.churn = { conn_per_s: c.conn_per_s, logged_fraction: c.logged_fraction, pid_fraction: c.pid_fraction, counted_fraction: c.counted_fraction, exact_fraction: c.oracle?.exact_fraction ?? NaN, elements: c.elements };
     log(`  ${c.conn_per_s} conn/s (client), all logged after ${c.all_logged_after_ms} ms; logged ${c.logged_fraction}, counted ${c.counted_fraction}, pid ${c.pid_fraction}, exact ${c.oracle?.exact_fraction}; close→log p50 ${c.close_to_log_ms?.p50} p99 ${c.close_to_log_ms?.p99} ms; ${c.cpu_s_per_10k} CPU s / 10k`);
     if (!QUICK) {
       log(`churn: iptables, ${P.churnTotal} connections`);
@@ -646,18 +646,33 @@ function evaluateGoals() {
   if (tr) add('nftables throughput ratio at N = 10,000', tr.nftables?.[10000], tr.nftables?.[10000] >= 0.95, '≥ 0.95');
   if (nftSetup) add('nftables: 10,000 connections counted', nftSetup.counted, nftSetup.counted >= 10000, '10,000');
   if (results.churn) {
-    add('churn: connections per second (all logged)', results.churn.conn_per_s, results.churn.conn_per_s >= 2000 && results.churn.logged_fraction === 1, '≥ 2,000 with 100 % logged');
+    const ceiling = results.churn_no_daemon?.conn_per_s;
+    const ratio = ceiling ? round3(results.churn.conn_per_s / ceiling) : NaN;
+    results.churn.ratio_to_no_daemon = ratio;
+    add('churn: conn/s ÷ the no-daemon ceiling (same run)', ratio, ratio >= 0.9 && results.churn.logged_fraction === 1, '≥ 0.9 with 100 % logged');
     add('churn: fraction logged', results.churn.logged_fraction, results.churn.logged_fraction === 1, '100 %');
-    add('churn: fraction resolved to the right pid', results.churn.pid_fraction, results.churn.pid_fraction >= 0.999, '≥ 99.9 %');
-    add('churn: fraction byte-exact (conntrack)', results.churn.exact_fraction, results.churn.exact_fraction >= 0.999, '≥ 99.9 % (no goal set; shown)');
+    add('churn: fraction resolved to the right pid', results.churn.pid_fraction, results.churn.pid_fraction === 1, '100 %');
+    add('churn: fraction counted', results.churn.counted_fraction, results.churn.counted_fraction === 1, '100 %');
+    add('churn: fraction byte-exact (≤ 104 B of conntrack)', results.churn.exact_fraction, results.churn.exact_fraction === 1, '100 %');
   }
-  if (results.close_to_log_ms) add('close → log p99 at 1,000 conn/s (ms)', results.close_to_log_ms.p99, results.close_to_log_ms.p99 <= 100, '≤ 100 ms');
-  if (results.daemon?.cpu_core_at_1000cps !== undefined) add('daemon CPU at 1,000 conn/s (cores)', results.daemon.cpu_core_at_1000cps, results.daemon.cpu_core_at_1000cps <= 0.5, '≤ 0.5');
-  if (results.daemon?.rss_mb_10k_open !== undefined) add('daemon peak RSS with 10,000 open (MB)', results.daemon.rss_mb_10k_open, results.daemon.rss_mb_10k_open <= 150, '≤ 150 MB');
+  if (results.close_to_log_ms) add('close → log p99 at 1,000 conn/s (ms)', results.close_to_log_ms.p99, results.close_to_log_ms.p99 <= 50, '≤ 50 ms');
+  if (results.daemon?.cpu_core_at_1000cps !== undefined) add('daemon with all its children at 1,000 conn/s (cores)', results.daemon.cpu_core_at_1000cps, results.daemon.cpu_core_at_1000cps <= 0.25, '≤ 0.25');
+  if (results.daemon?.rss_mb_10k_open !== undefined) add('daemon peak RSS with 10,000 open (MB)', results.daemon.rss_mb_10k_open, results.daemon.rss_mb_10k_open <= 120, '≤ 120 MB');
   if (results.shutdown_s_10k_open !== undefined) {
     const all = nftSetup?.shutdown_logged >= 10000;
-    add('shutdown with 10,000 open, all logged (s)', results.shutdown_s_10k_open, results.shutdown_s_10k_open <= 2 && all, `≤ 2 s${all ? '' : ' (NOT all logged)'}`);
+    add('shutdown with 10,000 open, all logged (s)', results.shutdown_s_10k_open, results.shutdown_s_10k_open <= 1 && all, `≤ 1 s${all ? '' : ' (NOT all logged)'}`);
   }
+  const b = results.burst;
+  if (b) {
+    add(`burst of ${P.burstConnections}: all tracked and counted after (s)`, b.all_tracked_s, b.all_tracked_s <= 60, '≤ 60 s');
+    add('burst: fraction logged', b.logged_fraction, b.logged_fraction === 1, '100 %');
+    add('burst: fraction byte-exact (≤ 104 B of conntrack)', b.exact_fraction, b.exact_fraction === 1, '100 %');
+    add('burst: /v1/health p99 throughout (ms)', b.health_p99_ms, b.health_p99_ms <= 50, '≤ 50 ms');
+  }
+  const a = results.api_load;
+  if (a) add(`API at ${P.apiProcs} processes, ${P.apiConns} connections: worst endpoint p99 (ms)`, a.p99_ms_max, a.p99_ms_max <= 50, `≤ 50 ms (worst: ${a.worst_call})`);
+  const pe = results.peers;
+  if (pe) add('CPU ÷ nethogs\' at the same paced load', pe.cpu_ratio_vs_nethogs, pe.cpu_ratio_vs_nethogs <= 1, '≤ 1');
 }
 
 let failed;
