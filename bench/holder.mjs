@@ -1,10 +1,11 @@
-// A job process that keeps N idle TCP connections open: `node holder.mjs HOST PORT N`.
+// A job process that keeps N idle TCP connections open: `node holder.mjs HOST PORT N [CONC]`.
 // Waits for a line on stdin (so the benchmark can register it first), opens the connections
-// (256 at a time), prints `held N`, and keeps them until stdin closes or SIGTERM.
+// (CONC at a time, default 256), prints `held N`, and keeps them until stdin closes or SIGTERM
+// (then exits: the kernel closes them all at once).
 import { connect } from 'node:net';
 import { createInterface } from 'node:readline';
 
-const [host, port, n] = process.argv.slice(2);
+const [host, port, n, conc = '256'] = process.argv.slice(2);
 const N = Number(n);
 const sockets = [];
 let failed = 0;
@@ -37,7 +38,7 @@ rl.on('line', async () => {
       await one();
     }
   };
-  await Promise.all(Array.from({ length: Math.min(256, N) }, worker));
+  await Promise.all(Array.from({ length: Math.min(Number(conc), N) }, worker));
   console.log(`held ${sockets.length} failed ${failed} ms ${Math.round(performance.now() - t0)}`);
 });
 rl.on('close', () => process.exit(0));

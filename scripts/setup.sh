@@ -20,6 +20,7 @@ want nc netcat-openbsd
 want curl curl
 want python3 python3-minimal
 want promtool prometheus      # tests: a real Prometheus and promtool for deploy/prometheus/
+want nethogs nethogs          # benchmarks: the peer profiler the bench compares with (nethogs -t)
 # counters over netlink: the native addon in native/nfset binds the kernel's own libraries
 want cc build-essential
 want make make

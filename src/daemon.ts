@@ -141,6 +141,7 @@ async function startParts(config: Config): Promise<Parts> {
   const engine = createCounterEngine(config.engine, {
     capacity: config.rulesThreshold,
     setSize: config.setSize,
+    elements: config.elements,
     interfaces: config.interfaces.includes('any') ? undefined : config.interfaces,
   });
   let recovered;

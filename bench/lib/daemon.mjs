@@ -1,5 +1,6 @@
 // The netprof daemon as the benchmark runs it: `ip netns exec NS node dist/cli.js daemon
 // --config FILE PORT`, jsonl log, never rolled, API reached with curl inside the namespace.
+import { request } from 'node:http';
 import { closeSync, mkdtempSync, openSync, readSync, statSync, watch, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -24,7 +25,9 @@ export async function startDaemon(ns, config, opts = {}) {
   const dir = mkdtempSync(join(opts.parent ?? tmpdir(), 'netprof-bench-'));
   const logDir = join(dir, 'log');
   const port = nextPort++;
-  const text = ['[CONFIG]', `LOG_DIR = ${logDir}`, 'LOG_FORMAT = jsonl', 'MAX_BYTES = 0', ...Object.entries(config).map(([k, v]) => `${k} = ${v}`)];
+  // opts.socket: also serve the API on a Unix socket (dir/api.sock), which the benchmark calls
+  // directly with node:http: no curl process per call in the figures.
+  const text = ['[CONFIG]', `LOG_DIR = ${logDir}`, 'LOG_FORMAT = jsonl', 'MAX_BYTES = 0', ...(opts.socket ? ['SOCKET = api.sock'] : []), ...Object.entries(config).map(([k, v]) => `${k} = ${v}`)];
   writeFileSync(join(dir, 'config.ini'), `${text.join('\n')}\n`);
   const nodeArgs = opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`] : [];
   const t0 = performance.now();
@@ -58,6 +61,17 @@ export async function startDaemon(ns, config, opts = {}) {
     pid: child.pid,
     startupMs,
     stderr: () => err,
+    socket: opts.socket ? join(dir, 'api.sock') : undefined,
+    /** One API call over the Unix socket: { status, body, ms }. */
+    call(method, path, body, timeoutMs) {
+      return callSocket(d.socket, method, path, body, timeoutMs);
+    },
+    /** Which element path the nftables engine took (auto falls back to nft with a warning). */
+    elementPath() {
+      if (config.ENGINE === 'iptables') return undefined;
+      if (config.ELEMENTS === 'nft') return 'nft';
+      return err.includes('counting through the nft program instead of netlink') ? 'nft' : 'netlink';
+    },
     async curl(path, method = 'GET') {
       const r = await nsRun(ns, 'curl', ['-s', '-g', '-m', '120', '-o', '-', '-w', '\n%{http_code}', '-X', method, `http://127.0.0.1:${port}${path}`]);
       const at = r.stdout.lastIndexOf('\n');
@@ -87,6 +101,22 @@ export async function startDaemon(ns, config, opts = {}) {
     },
   };
   return d;
+}
+
+/** An HTTP call over a Unix socket, timed from the request to the last byte of the answer. */
+export function callSocket(socketPath, method, path, body, timeoutMs = 120_000) {
+  return new Promise((res, rej) => {
+    const t0 = performance.now();
+    const headers = body ? { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } : {};
+    const req = request({ socketPath, method, path, agent: false, headers, timeout: timeoutMs }, (r) => {
+      const chunks = [];
+      r.on('data', (c) => chunks.push(c));
+      r.on('end', () => res({ status: r.statusCode, body: Buffer.concat(chunks).toString(), ms: performance.now() - t0 }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer after ${timeoutMs} ms`)));
+    req.on('error', rej);
+    req.end(body);
+  });
 }
 
 /**

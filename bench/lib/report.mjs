@@ -49,6 +49,7 @@ export function render(r) {
     for (const [engine, x] of Object.entries(c ?? {})) row(`${engine}, ${x.total} as fast as possible`, x);
     if (r.paced) row(`nftables, paced ${r.params.pacedRate}/s for ${r.params.pacedSeconds} s`, r.paced);
     out.push('');
+    if (r.churn?.ratio_to_no_daemon !== undefined) out.push(`Churn ÷ the no-daemon ceiling, same run: ${f(r.churn.ratio_to_no_daemon)} (element path: ${r.churn.elements ?? '—'}).`, '');
     const nc = c?.nftables;
     if (nc?.daemon_cpu) out.push(`CPU of the nftables churn run by part (s): ${Object.entries(nc.daemon_cpu.parts).map(([k, v]) => `${k} ${f(v, 2)}`).join(', ')}.`, '');
     if (r.paced?.daemon_cpu) out.push(`CPU of the paced run by part (s): ${Object.entries(r.paced.daemon_cpu.parts).map(([k, v]) => `${k} ${f(v, 2)}`).join(', ')}.`, '');
@@ -66,6 +67,44 @@ export function render(r) {
     row('LATE_GRACE 0', g.grace_off);
     row('SET_SIZE 16384, RULES_THRESHOLD 1000', g.filled);
     out.push('', `Cost of the grace at this load: ${f(g.cpu_core_cost, 2)} core. Filled: the profiled process's connections logged ${g.filled.profiled?.logged}/${g.filled.profiled?.connections}, counted in full ${g.filled.profiled?.counted}.`, '');
+  }
+  const ep = r.elements_paths;
+  if (ep) {
+    out.push('### 7. The two element paths (ELEMENTS = netlink, nft)', '');
+    out.push('The same churn (as fast as possible, conntrack oracle) and paced 1,000 conn/s loads, run netlink, nft, nft, netlink in one run. "took": the path the daemon reported taking.', '');
+    out.push('| path | load | took | conn/s | logged | counted | byte-exact | close→log p50 / p99 | CPU s per 10k | CPU cores | peak RSS |', '|---|---|---|---|---|---|---|---|---|---|---|');
+    for (const path of ['netlink', 'nft']) {
+      for (const kind of ['churn', 'paced']) {
+        const x = ep[path]?.[kind];
+        if (x) out.push(`| ${path} | ${kind} | ${x.took ?? '—'} | ${x.conn_per_s} | ${pct(x.logged_fraction)} | ${pct(x.counted_fraction)} | ${pct(x.exact_fraction)} | ${f(x.close_to_log_p50_ms, 0)} / ${f(x.close_to_log_p99_ms, 0)} ms | ${f(x.cpu_s_per_10k, 1)} | ${f(x.cpu_core, 2)} | ${f(x.hwm_mb, 0)} MB |`);
+      }
+    }
+    out.push('');
+  }
+  const b = r.burst_run;
+  if (b) {
+    out.push(`### 8. A burst: ${b.connections} connections opened at once, held, closed at once`, '');
+    out.push(`${Math.ceil(b.connections / 12500)} holders (bench/holder.mjs, 1,024 connects in flight each) registered in one job open ${b.connections} connections to sinks in the remote namespace, hold them 2 s after the daemon counts them all (or after 120 s), then exit (the kernel closes every socket). \`GET /v1/health\` is called over the Unix socket back to back (at most every 100 ms) from the first connect to the last record. Conntrack in the node namespace is the oracle.`, '');
+    out.push('| opened in | all tracked and counted after | logged | right pid | counted | byte-exact | all logged after the close | health p50 / p99 / max | peak RSS |', '|---|---|---|---|---|---|---|---|---|');
+    out.push(`| ${f(b.open_s, 1)} s | ${b.all_tracked_s == null || Number.isNaN(b.all_tracked_s) ? `not within 120 s (tracked ${b.tracked}, counted ${b.counted})` : `${f(b.all_tracked_s, 1)} s`} | ${pct(b.logged_fraction)} | ${pct(b.pid_fraction)} | ${pct(b.counted_fraction)} | ${pct(b.exact_fraction)} | ${f(b.all_logged_after_close_s, 1)} s | ${f(b.health_ms?.p50, 1)} / ${f(b.health_ms?.p99, 1)} / ${f(b.health_ms?.max, 0)} ms (${b.health_ms?.n} calls) | ${f(b.hwm_mb, 0)} MB |`, '');
+    if (b.oracle) out.push(`Conntrack vs record (conntrack − record, bytes: count): in ${b.oracle.diff_in_bytes_top}; out ${b.oracle.diff_out_bytes_top}; not in conntrack ${b.oracle.not_in_conntrack}. Daemon CPU over the burst: ${f(b.daemon_cpu?.cpu_s, 1)} s.`, '');
+  }
+  const a = r.api_load_run;
+  if (a) {
+    out.push(`### 9. The API at ${a.procs} registered processes and ${a.conns} live connections`, '');
+    out.push(`${a.procs - 1} idle \`sleep\`s, each its own job, and one holder of ${a.conns} connections, registered with \`POST /v1/jobs/{job}/processes\` 8 at a time (${f(a.register_all_s, 1)} s for all; each p50 ${f(a.register_ms?.p50, 1)} ms, p99 ${f(a.register_ms?.p99, 1)} ms). Then each call ${a.samples} times in turn over the Unix socket (/metrics ${Math.min(a.samples, 30)} times).`, '');
+    out.push('| call | p50 | p99 | max |', '|---|---|---|---|');
+    for (const [name, x] of Object.entries(a.calls ?? {})) out.push(`| \`${name}\`${x.errors ? ` (${x.errors} answered ${x.status})` : ''} | ${f(x.p50, 1)} ms | ${f(x.p99, 1)} ms | ${f(x.max, 1)} ms |`);
+    out.push('', `Worst p99 (\`api_load.p99_ms_max\`): ${f(a.p99_ms_max, 1)} ms, ${a.worst_call}. Peak RSS ${f(a.hwm_mb, 0)} MB.`, '');
+  }
+  const pe = r.peers;
+  if (pe) {
+    out.push('### 10. Next to nethogs', '');
+    out.push(`The paced load of section 2–4 (${r.params.pacedRate} conn/s for ${r.params.pacedSeconds} s), profiled by Debian's nethogs (\`nethogs -t -v 2 -d 1 veth0\`, no daemon) and by netprof, ${r.params.peerReps} runs each, alternating; medians. CPU: nethogs' utime+stime from the first connection to 2.5 s after the last; netprof's with all its children until every connection is logged. Right process: netprof, connections logged with the client's pid; nethogs, which has no per-connection view, the bytes it put on the client's pid over the bytes conntrack counted for the load.`, '');
+    out.push('| | CPU s for the load | cores | put on the right process |', '|---|---|---|---|');
+    out.push(`| netprof | ${f(pe.netprof_cpu_s, 2)} | ${f(pe.netprof_cpu_core, 3)} | ${pct(pe.netprof_right_pid_fraction)} of connections (counted ${pct(pe.netprof_counted_fraction)}) |`);
+    out.push(`| nethogs 0.8.7 | ${f(pe.nethogs_cpu_s, 2)} | ${f(pe.nethogs_cpu_core, 3)} | ${pct(pe.nethogs_right_process_bytes_fraction)} of bytes |`, '');
+    out.push(`CPU ratio netprof ÷ nethogs (\`peers.cpu_ratio_vs_nethogs\`): ${f(pe.cpu_ratio_vs_nethogs)}.`, '');
   }
   out.push('### 5. Start-up and shutdown', '');
   out.push(`Start-up (spawn → "netprof daemon ready", includes bpftrace attaching): median ${f(r.startup_s?.median, 2)} s over ${r.startup_ms?.length ?? 0} starts (${(r.startup_ms ?? []).join(', ')} ms).`);

@@ -180,7 +180,7 @@ export class Metrics {
     const stats = this.control.stats();
     const details = [];
     for (const j of this.control.jobs()) {
-      const d = await this.control.job(j.job);
+      const d = await this.control.job(j.job, { readAll: true });
       if (d) details.push(d);
     }
     const now = this.now();

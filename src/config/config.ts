@@ -12,6 +12,8 @@ export interface Config {
   backupCount: number;
   rulesThreshold: number;
   engine: 'nftables' | 'iptables';
+  /** How the nftables engine changes and reads its set elements. */
+  elements: 'auto' | 'netlink' | 'nft';
   logDir: string;
   logFormat: 'tsv' | 'jsonl';
   listen: string;
@@ -153,6 +155,7 @@ export const KEYS: { [name: string]: KeySpec<keyof Config> } = {
   BACKUP_COUNT: { field: 'backupCount', default: '100', parse: integer(0, 100000, 'files'), doc: 'rolled files kept (.1 newest … .N); 0 = never roll' },
   RULES_THRESHOLD: { field: 'rulesThreshold', default: 'engine', parse: threshold, doc: 'most connections counted at once; at the threshold garbage collection runs. Default: 10000 with nftables (a hash lookup per packet however many), 1000 with iptables (every rule costs every packet)' },
   ENGINE: { field: 'engine', default: 'nftables', parse: oneOf('nftables', 'iptables'), doc: 'counter engine' },
+  ELEMENTS: { field: 'elements', default: 'auto', parse: oneOf('auto', 'netlink', 'nft'), doc: 'how the nftables engine changes and reads its set elements: netlink (our own socket, native/nfset), nft (the nft program, slower), auto (netlink when the addon loads, else nft with a warning)' },
   LOG_DIR: { field: 'logDir', default: '.', parse: text, doc: 'directory of the connection logs, relative to the config file' },
   LOG_FORMAT: { field: 'logFormat', default: 'tsv', parse: oneOf('tsv', 'jsonl'), doc: "the original's two tab-separated lines, or one JSON object per connection" },
   LISTEN: { field: 'listen', default: '127.0.0.1', parse: address, doc: 'address of the HTTP API' },

@@ -15,13 +15,15 @@ export interface EngineConfig {
   interfaces?: readonly string[];
   /** Kernel size of the flows sets (nftables): counted connections and the grace list's. */
   setSize?: number;
+  /** ELEMENTS (nftables): netlink, nft, or auto. */
+  elements?: 'auto' | 'netlink' | 'nft';
 }
 
 /** The profiler's one entry point: ENGINE from the configuration → an engine. */
 export function createCounterEngine(kind: EngineKind, config: EngineConfig): CounterEngine {
   switch (kind) {
     case 'nftables':
-      return new NftablesEngine(config);
+      return new NftablesEngine({ capacity: config.capacity, interfaces: config.interfaces, setSize: config.setSize, elements: config.elements });
     case 'iptables':
       return new IptablesEngine({ capacity: config.capacity });
     default:

@@ -13,8 +13,9 @@ export interface DaemonControl {
    * after the answer has been sent. */
   shutdown(reason: string): void;
   jobs(): JobSummary[];
-  /** One job with live counters read from the kernel now. */
-  job(id: string): Promise<JobDetail | undefined>;
+  /** One job with live counters read from the kernel now: its own connections, or (readAll,
+   * for a scrape that asks for every job in turn) one shared read of all of them. */
+  job(id: string, opts?: { readAll?: boolean }): Promise<JobDetail | undefined>;
   health(): Health;
   stats(): Record<string, unknown>;
   /** Tells the observer of every connection record as it is logged, and of every job ended

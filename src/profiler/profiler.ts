@@ -343,18 +343,26 @@ export class Profiler implements DaemonControl {
     return this.registry.jobs().map((j) => jobSummary(j, this.everywhere, this.closedTotals.get(j.id)));
   }
 
-  async job(id: string): Promise<JobDetail | undefined> {
-    if (!this.registry.job(id)) return undefined;
-    // A read of tens of thousands of counters takes seconds (nft lists the whole set): then the
-    // answer waits for it at most LIVE_WAIT_MS and gives the last figures, with their time.
-    const refresh = Promise.all([this.tracker.refreshCounts(), this.links?.refresh()]).catch((e: Error) => diag.warn('cannot read live counters', { error: e.message }));
+  async job(id: string, opts: { readAll?: boolean } = {}): Promise<JobDetail | undefined> {
+    const before = this.registry.job(id);
+    if (!before) return undefined;
+    // The job's own connections, read by key (its cost grows with the job, not with all
+    // jobs); a metrics scrape (readAll) shares one read of every connection instead. A read of
+    // tens of thousands of counters takes long (nft lists the whole set): then the answer waits
+    // for it at most LIVE_WAIT_MS and gives the last figures, with their time.
+    const own = opts.readAll ? undefined : [...before.processes.values()].flatMap((p) => this.connections.ofPid(p.pid));
+    let readAt: number | undefined;
+    const refresh = Promise.all([this.tracker.refreshCounts(own, id), this.links?.refresh()]).then(
+      ([at]) => void (readAt = at),
+      (e: Error) => diag.warn('cannot read live counters', { error: e.message }),
+    );
     let timer: NodeJS.Timeout | undefined;
-    const cap = this.connections.size < LIVE_WAIT_ALWAYS_BELOW ? [] : [new Promise((r) => (timer = setTimeout(r, LIVE_WAIT_MS)))];
+    const cap = (own ? own.length : this.connections.size) < LIVE_WAIT_ALWAYS_BELOW ? [] : [new Promise((r) => (timer = setTimeout(r, LIVE_WAIT_MS)))];
     await Promise.race([refresh, ...cap]);
     clearTimeout(timer);
     const j = this.registry.job(id);
     if (!j) return undefined;
-    const readAt = this.tracker.countsReadAt;
+    readAt ??= this.tracker.countsReadAt; // timed out: the figures of the last full read
     return {
       ...jobSummary(j, this.everywhere, this.closedTotals.get(id)),
       counts_read_at: readAt ? new Date(readAt).toISOString() : null,

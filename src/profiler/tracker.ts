@@ -49,7 +49,7 @@ export class ConnectionTracker {
   private lastBackstopSweep = Date.now();
   /** When the engine last had to reinstall its counters (someone flushed them). */
   private countersRestartedAt = 0;
-  private refreshing: { at: number; done: Promise<void> } | undefined;
+  private refreshing: { at: number; done: Promise<number> } | undefined;
   readonly stats: TrackerStats = emptyStats();
   private readonly membership: Membership;
 
@@ -415,21 +415,42 @@ export class ConnectionTracker {
   }
 
   /** Refreshes the live counters shown by the API. One kernel read serves every caller within
-   * half a second (a metrics scrape asks for each job in turn). */
-  refreshCounts(): Promise<void> {
-    if (this.refreshing && Date.now() - this.refreshing.at < 500) return this.refreshing.done;
+   * half a second (a metrics scrape asks for each job in turn). With `only` (one job's view,
+   * onlyKey its id), reads just those connections, by key: the cost grows with the job, not
+   * with the node; the job's read, too, serves its callers for half a second. Resolves with
+   * when the read that served began. */
+  refreshCounts(only?: readonly TrackedConnection[], onlyKey?: string): Promise<number> {
+    const fresh = this.refreshing && Date.now() - this.refreshing.at < 500;
+    if (only) {
+      // A read of every connection just made serves this job too; so does this job's own.
+      if (fresh) return this.refreshing!.done;
+      const mine = onlyKey === undefined ? undefined : this.ownReads.get(onlyKey);
+      if (mine && Date.now() - mine.at < 500) return mine.done;
+      const done = this.readLiveCounts(only);
+      if (onlyKey !== undefined) {
+        for (const [k, r] of this.ownReads) if (Date.now() - r.at >= 500) this.ownReads.delete(k);
+        this.ownReads.set(onlyKey, { at: Date.now(), done });
+      }
+      return done;
+    }
+    if (fresh) return this.refreshing!.done;
     const done = this.readLiveCounts();
     this.refreshing = { at: Date.now(), done };
     return done;
   }
 
-  /** When the live counts were last read (epoch ms; 0: never). */
+  /** Per job (refreshCounts' onlyKey), its last own read, kept half a second. */
+  private readonly ownReads = new Map<string, { at: number; done: Promise<number> }>();
+
+  /** When the live counts of every connection were last read (epoch ms; 0: never). */
   countsReadAt = 0;
 
-  private async readLiveCounts(): Promise<void> {
+  /** Resolves with when the read began. */
+  private async readLiveCounts(only?: readonly TrackedConnection[]): Promise<number> {
     const at = Date.now();
-    await this.counting.read(this.table.all().filter((c) => c.counting !== 'no-room' && !c.closing));
-    this.countsReadAt = at;
+    await this.counting.read((only ?? this.table.all()).filter((c) => c.counting !== 'no-room' && !c.closing));
+    if (!only) this.countsReadAt = at;
+    return at;
   }
 
   /**

@@ -1,6 +1,6 @@
 import type { ConnectionView, JobSummary, ProcessView, Traffic } from './control.js';
 import type { Counts } from '../counters/engine.js';
-import { isAlive, type Job, type ProfiledProcess } from '../registry/registry.js';
+import { isAliveRecently, type Job, type ProfiledProcess } from '../registry/registry.js';
 import type { ConnectionTable, TrackedConnection } from './connections.js';
 
 /** What the API shows of jobs, processes and connections: open connections' live counts plus
@@ -38,7 +38,7 @@ export function processView(p: ProfiledProcess, table: Pick<ConnectionTable, 'of
     uid: p.uid,
     birthdate: p.startTime,
     parent: p.parent ?? null,
-    alive: isAlive(p),
+    alive: isAliveRecently(p),
     connections: conns,
     ...totals,
   };

@@ -214,3 +214,20 @@ export function isAlive(p: Pick<ProfiledProcess, 'pid' | 'startTicks'>): boolean
   const live = readProcess(p.pid);
   return live !== undefined && live.startTicks === p.startTicks;
 }
+
+/** When each process's liveness was last read, and what it was (isAliveRecently). */
+const lastAlive = new WeakMap<Pick<ProfiledProcess, 'pid' | 'startTicks'>, { at: number; alive: boolean }>();
+
+/**
+ * isAlive() for views: a reading up to maxAgeMs old serves. A job view or a metrics scrape
+ * shows every process's liveness, and each reading is a read of /proc/PID/stat: at 10,000
+ * processes a scrape made 10,000 of them. A process known to have exited stays so.
+ */
+export function isAliveRecently(p: Pick<ProfiledProcess, 'pid' | 'startTicks' | 'exitedAt'>, maxAgeMs = 1_000, now = Date.now()): boolean {
+  if (p.exitedAt !== undefined) return false;
+  const last = lastAlive.get(p);
+  if (last && now - last.at < maxAgeMs) return last.alive;
+  const alive = isAlive(p);
+  lastAlive.set(p, { at: now, alive });
+  return alive;
+}

@@ -39,6 +39,7 @@ export async function startResolve(
   const tracer = new Tracer({ ...tracerOptions, enabled: ebpf });
   const lineage = new Lineage(lineageOptions);
   const detach = lineage.attach(tracer);
+  lineage.followForkEvents(() => tracer.status.state === 'live');
   const resolver = await Resolver.create({ ...resolverOptions, lineage, tracer });
   const tracerStatus = await tracer.start();
   return {

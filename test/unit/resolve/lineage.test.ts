@@ -83,4 +83,35 @@ describe('lineage', () => {
     l.removeRoot(100);
     expect(l.live().size).toBe(0);
   });
+
+  it('with live fork events, registrations close together share one pass over /proc and miss no child', async () => {
+    await proc(100, 1);
+    await proc(200, 1);
+    await proc(201, 200);
+    const l = new Lineage({ procRoot: root });
+    l.followForkEvents(() => true);
+    expect(await l.addRoot(100)).toBe(true);
+    // A process and its child appear after that pass: the next registration, within a second,
+    // uses the same pass, which does not have them …
+    await proc(300, 1);
+    await proc(301, 300);
+    l.onFork({ kind: 'fork', ns: 40n, parent: 300, child: 301 });
+    expect(await l.addRoot(200)).toBe(true);
+    expect(l.rootOf(201)).toBe(200); // in the pass
+    expect(await l.addRoot(300)).toBe(true);
+    // … and the child comes from its fork event.
+    expect(l.rootOf(301)).toBe(300);
+    // (The pass was shared: a child with no fork event, forked since, is not in it.)
+    await proc(500, 1);
+    await proc(501, 500);
+    await l.addRoot(500);
+    expect(l.rootOf(501)).toBeUndefined();
+    // Without fork events every registration reads /proc afresh.
+    const fresh = new Lineage({ procRoot: root });
+    await proc(400, 1);
+    await fresh.addRoot(100);
+    await proc(401, 400);
+    await fresh.addRoot(400);
+    expect(fresh.rootOf(401)).toBe(400);
+  });
 });
