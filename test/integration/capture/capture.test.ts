@@ -147,7 +147,9 @@ describe('capture on any', () => {
       await connect({ ns: pair.remote.ns, addr: pair.remote.v4 }, pair.node, 5010, port);
       await until('4 events', () => eventsOnPort(r.events, port).length >= 4);
       expect(r.capture.stats()[0]!.linkType).toBe(expected);
-      expectSameMembers(eventsOnPort(r.events, port), [
+      // The handshake and both FINs, in capture order; a late RST after them (the kernel's
+      // answer to a segment that arrived after the close, seen once under load) is no part of it.
+      expectSameMembers(eventsOnPort(r.events, port).slice(0, 4), [
         `syn sent ${pair.node.v4}:${port}>${pair.remote.v4}:5010@any`,
         `syn-ack recv ${pair.node.v4}:${port}>${pair.remote.v4}:5010@any`,
         `fin sent ${pair.node.v4}:${port}>${pair.remote.v4}:5010@any`,

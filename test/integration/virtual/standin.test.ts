@@ -1,3 +1,5 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { World, type LoggedConnection } from '../profiler/harness.js';
 import { destroyNamespace, exited, waitForListen } from '../../support/netns.js';
@@ -156,6 +158,18 @@ describe('jobs in their own network namespace, on a bridge', () => {
     const [rec] = await world.waitForRecords(1, (r) => r.end_reason === 'recovered' && r.local_addr === a.v4);
     expect(rec).toMatchObject({ job: 'kill.1', remote_addr: world.remote.v4, remote_port: 8000, counted: true, partial: true });
     expect(rec!.bytes_in).toBeGreaterThan(0);
+    expect(await linkTables(world.node.ns)).toEqual([]);
+  }, 60_000);
+
+  it('an orderly shutdown logs a link’s open connections and removes its table', async () => {
+    await slowDownload(b, 'stop.1');
+    const oldLog = world.daemon.logDir;
+    await world.restartDaemon({}); // /shutdown, then a new daemon
+    const rec = readdirSync(oldLog)
+      .flatMap((f) => readFileSync(join(oldLog, f), 'utf8').split('\n').filter(Boolean))
+      .map((l) => JSON.parse(l) as LoggedConnection)
+      .find((r) => r.job === 'stop.1');
+    expect(rec).toMatchObject({ end_reason: 'shutdown', local_addr: b.v4, counted: true, link: b.port });
     expect(await linkTables(world.node.ns)).toEqual([]);
   }, 60_000);
 
