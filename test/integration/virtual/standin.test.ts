@@ -188,3 +188,32 @@ describe('jobs in their own network namespace, on a bridge', () => {
     expect(await linkTables(world.node.ns)).toEqual([]);
   }, 60_000);
 });
+
+describe('INTERFACE = any: a bridge and a container that appear after the daemon started', () => {
+  let world: World;
+  let c: StandIn | undefined;
+
+  beforeAll(async () => {
+    world = await World.create('virt-any', { INTERFACE: 'any' });
+    world.file('one-mib', 1 << 20);
+    await world.serveHttp(8000);
+  }, 60_000);
+
+  afterAll(async () => {
+    await world?.destroy();
+    if (c) await destroyNamespace(c.ns);
+  });
+
+  it('counts the container’s connection, logged under any', async () => {
+    await nodeBridge(world);
+    c = await standIn(world, 5);
+    const sh = world.spawn(c.ns, 'sh', ['-c', `read go; curl -s -o /dev/null http://${world.remote.v4}:8000/one-mib`]);
+    await world.register('any.1', sh.pid!);
+    sh.stdin!.write('go\n');
+    expect(await exited(sh)).toBe(0);
+    const recs = await world.waitForRecords(1, (r) => r.job === 'any.1');
+    expect(recs).toHaveLength(1);
+    expect(recs[0]).toMatchObject({ interface: 'any', local_addr: c.v4, link: c.port, counted: true, translated_addr: world.node.v4 });
+    await world.expectOracleMatch(recs, { within: 104 });
+  }, 60_000);
+});
