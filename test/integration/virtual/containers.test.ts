@@ -18,7 +18,11 @@ describe.skipIf(unavailable !== undefined)(`jobs in podman containers${unavailab
     // podman0 exists once a first container ran; INTERFACE names it, so it must exist first.
     world = await World.create('pod', { INTERFACE: 'veth0,lo,podman0' }, async (pair) => {
       pod = await Podman.create(pair.node.ns);
-      await pod.startContainer({ name: 'warm', cmd: ['sleep', '600'] });
+      // Removed here if it fails: World.create then deletes the namespace podman works in.
+      await pod.startContainer({ name: 'warm', cmd: ['sleep', '600'] }).catch(async (e: Error) => {
+        await pod.destroy();
+        throw e;
+      });
     });
     world.file('one-mib', 1 << 20);
     await world.serveHttp(8000);
