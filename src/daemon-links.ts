@@ -46,7 +46,15 @@ export function linkOpener(o: { config: Config; tracer: Tracer; lineage: Lineage
         await engine.stop();
         throw e;
       }
-      const resolver = link.kind === 'vm' ? new GuestResolver(pid) : await Resolver.create({ netPid: pid, lineage: o.lineage, tracer: o.tracer });
+      let resolver: GuestResolver | Resolver;
+      try {
+        resolver = link.kind === 'vm' ? new GuestResolver(pid) : await Resolver.create({ netPid: pid, lineage: o.lineage, tracer: o.tracer });
+      } catch (e) {
+        // The process died meanwhile: nothing of this link may stay behind.
+        await capture.stop();
+        await engine.stop();
+        throw e;
+      }
       return {
         engine,
         capture,
