@@ -24,9 +24,18 @@ export async function startOracle(ns: string): Promise<void> {
   }
 }
 
+interface Direction {
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  packets: number;
+  bytes: number;
+}
+
 interface Flow {
-  orig: { src: string; dst: string; sport: number; dport: number; packets: number; bytes: number };
-  reply: { src: string; dst: string; sport: number; dport: number; packets: number; bytes: number };
+  orig: Direction;
+  reply: Direction;
 }
 
 /** All TCP flows conntrack knows in the namespace. */
@@ -40,24 +49,15 @@ export async function oracleFlows(ns: string): Promise<Flow[]> {
       const kv = [...line.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1]!, m[2]!] as const);
       const get = (name: string, nth: number): string | undefined => kv.filter(([k]) => k === name)[nth]?.[1];
       if (get('src', 0) === undefined || get('bytes', 1) === undefined) continue;
-      flows.push({
-        orig: {
-          src: canonicalAddr(fam, get('src', 0)!),
-          dst: canonicalAddr(fam, get('dst', 0)!),
-          sport: Number(get('sport', 0)),
-          dport: Number(get('dport', 0)),
-          packets: Number(get('packets', 0)),
-          bytes: Number(get('bytes', 0)),
-        },
-        reply: {
-          src: canonicalAddr(fam, get('src', 1)!),
-          dst: canonicalAddr(fam, get('dst', 1)!),
-          sport: Number(get('sport', 1)),
-          dport: Number(get('dport', 1)),
-          packets: Number(get('packets', 1)),
-          bytes: Number(get('bytes', 1)),
-        },
+      const side = (nth: number) => ({
+        src: canonicalAddr(fam, get('src', nth)!),
+        dst: canonicalAddr(fam, get('dst', nth)!),
+        sport: Number(get('sport', nth)),
+        dport: Number(get('dport', nth)),
+        packets: Number(get('packets', nth)),
+        bytes: Number(get('bytes', nth)),
       });
+      flows.push({ orig: side(0), reply: side(1) });
     }
   }
   return flows;
