@@ -42,6 +42,18 @@ for i in range(n):
     s.close()
 `;
 
+// Starts a non-blocking connect that no SYN-ACK answers (nobody has the address: the neighbour
+// lookup fails for seconds), prints "pid local-port", and waits.
+const UNANSWERED = `
+import os, socket, sys, time
+fam = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam); s.setblocking(False)
+try: s.connect((sys.argv[1], 80))
+except BlockingIOError: pass
+print(os.getpid(), s.getsockname()[1], flush=True)
+time.sleep(10)
+`;
+
 // A registered server: accepts, prints "pid peer-port", holds the connection until the peer closes.
 const ACCEPT_SERVER = `
 import os, socket, sys
@@ -145,6 +157,18 @@ describe('resolve with eBPF (real traffic in namespaces)', () => {
     expect(outcome).toBe('refused');
     const a = await resolver.resolve(out(pair.node.v4, Number(port), pair.remote.v4, 5999), { opener: 'local', time: Date.now() });
     expect(a).toEqual({ pid: Number(pid), source: 'ebpf-connect', exact: true });
+  });
+
+  it('attributes a connect still waiting for its SYN-ACK, from the connect call itself, IPv4 and IPv6', async () => {
+    // A peer whose backlog is full answers seconds late (SYN retransmission): the event must not
+    // wait for the handshake, or the resolver's wait runs out first.
+    for (const [local, nobody] of [[pair.node.v4, pair.node.v4.replace(/\.1$/, '.99')], [pair.node.v6, pair.node.v6.replace(/::1$/, '::99')]] as const) {
+      const client = spawnIn(pair.node.ns, UNANSWERED, [nobody]);
+      const [pid, port] = (await firstLine(client)).split(' ').map(Number);
+      const a = await resolver.resolve(out(local, port!, nobody, 80), { opener: 'local', time: Date.now() });
+      expect(a).toEqual({ pid, source: 'ebpf-connect', exact: true });
+      client.kill('SIGKILL');
+    }
   });
 
   it('attributes an incoming connection to the registered server that accepts it', async () => {
