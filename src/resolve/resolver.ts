@@ -17,6 +17,9 @@ import { readTcpTables, SocketIndex, TCP_STATE, type TcpRow } from './procfs.js'
  * listener answer).
  */
 
+/** Longest wait for an event, in waitMs, while the tracer's output is behind. */
+const MAX_WAIT_FACTOR = 10;
+
 export type AttributionSource = 'ebpf-connect' | 'ebpf-accept' | 'procfs' | 'listener' | 'tap';
 
 export type Attribution =
@@ -90,7 +93,12 @@ export class Resolver extends EventEmitter {
   private readonly o: Required<Omit<ResolverOptions, 'tracer'>> & { tracer: EventSource | undefined };
   private readonly detach: () => void;
   private liveSince = Infinity;
-  private tables: { at: number; rows: Promise<Tables> } | undefined;
+  /** The newest kernel time (epoch ms) of any event read, and when it was read: how far the
+   * tracer's output has been read. */
+  private eventsReadUpTo = 0;
+  private eventReceivedAt = 0;
+  /** The last socket-table read, and when it began (epoch ms). */
+  private tables: { began: number; rows: Promise<Tables> } | undefined;
   private readonly st: ResolverStats = {
     bySource: { 'ebpf-connect': 0, 'ebpf-accept': 0, procfs: 0, listener: 0, tap: 0, unresolved: 0 },
     unresolved: {},
@@ -122,6 +130,9 @@ export class Resolver extends EventEmitter {
     const tracer = this.o.tracer;
     if (tracer?.live) this.liveSince = Date.now();
     const onEvent = (ev: TraceEvent) => {
+      const now = Date.now();
+      this.eventsReadUpTo = Math.max(this.eventsReadUpTo, now - Number(process.hrtime.bigint() - ev.ns) / 1e6);
+      this.eventReceivedAt = now;
       if (ev.kind === 'connect' || ev.kind === 'accept') this.onSocketEvent(ev);
     };
     const onStatus = (s: { state: string }) => {
@@ -156,7 +167,7 @@ export class Resolver extends EventEmitter {
       this.st.waitedMs += performance.now() - t0;
     }
     if (kept) return this.counted(fromEvent(kept.ev));
-    const viaProc = await this.fromProc(key, opts.opener).catch(
+    const viaProc = await this.fromProc(key, opts).catch(
       (e: Error): Answer => ({ a: { pid: undefined, source: 'unresolved', reason: `reading /proc failed: ${e.message}` }, code: 'proc-error' }),
     );
     const a = viaProc.a;
@@ -175,7 +186,7 @@ export class Resolver extends EventEmitter {
    */
   async owners(key: ConnKey): Promise<number[]> {
     const id = keyId(key);
-    const row = (await this.readTables(true)).byId.get(id);
+    const row = (await this.readTables(Date.now())).byId.get(id);
     if (!row || !row.inode) return [];
     return this.index.owners(row.inode, this.o.lineage.live());
   }
@@ -226,18 +237,35 @@ export class Resolver extends EventEmitter {
     return k && k.at >= time - this.o.staleToleranceMs ? k : undefined;
   }
 
+  /**
+   * Waits for the connection's event until the tracer's output has been read past its time plus
+   * waitMs. A timer alone would give up on events already written but not yet read: after the
+   * loop was busy for longer than waitMs every wait's timer fires before the pipe is read (timers
+   * run first), and under a burst every connection fell through to /proc. So when the timer fires,
+   * the wait goes on while events still flow and none read so far is that late (at most
+   * MAX_WAIT_FACTOR × waitMs), and gives up only after one more turn of the loop has read what
+   * is pending.
+   */
   private waitFor(id: string, time: number): Promise<Kept | undefined> {
     return new Promise((resolve) => {
       const set = this.waiters.get(id) ?? new Set();
       this.waiters.set(id, set);
+      const began = Date.now();
+      let timer: NodeJS.Timeout | undefined;
       const done = (k: Kept | undefined) => {
         if (k && k.at < time - this.o.staleToleranceMs) return; // an earlier connection's event
         clearTimeout(timer);
-        set.delete(done);
+        if (!set.delete(done)) return;
         if (!set.size) this.waiters.delete(id);
         resolve(k);
       };
-      const timer = setTimeout(() => done(undefined), this.o.waitMs);
+      const check = () => {
+        const now = Date.now();
+        const behind = this.eventsReadUpTo < Math.max(time, began) + this.o.waitMs && now - this.eventReceivedAt < this.o.waitMs;
+        if (behind && now - began < MAX_WAIT_FACTOR * this.o.waitMs) timer = setTimeout(check, 20);
+        else setImmediate(() => done(undefined));
+      };
+      timer = setTimeout(check, this.o.waitMs);
       set.add(done);
     });
   }
@@ -254,24 +282,30 @@ export class Resolver extends EventEmitter {
     return a;
   }
 
-  /** The tcp tables of the served namespace; concurrent lookups within a few ms share one read. */
-  private readTables(fresh = false): Promise<Tables> {
-    const now = performance.now();
-    if (fresh || !this.tables || now - this.tables.at > 5) {
+  /** The tcp tables of the served namespace, from a read that began at `since` (epoch ms) or
+   * later: a lookup needs a read begun after its connection opened, and every lookup that a read
+   * serves shares it (under a burst of 50,000 a read is ~100k rows: one per lookup blocked the
+   * loop for seconds). */
+  private readTables(since: number): Promise<Tables> {
+    if (!this.tables || this.tables.began < since) {
+      const began = Date.now();
       const rows = readTcpTables(this.o.netPid, this.o.procRoot).then((list) => ({
         rows: list,
         byId: new Map(list.filter((r) => r.state !== TCP_STATE.LISTEN).map((r) => [rowId(r), r])),
       }));
-      this.tables = { at: now, rows };
+      this.tables = { began, rows };
+      rows.catch(() => {
+        if (this.tables?.rows === rows) this.tables = undefined;
+      });
     }
     return this.tables.rows;
   }
 
-  private async fromProc(key: ConnKey, opener: 'local' | 'remote'): Promise<Answer> {
+  private async fromProc(key: ConnKey, { opener, time }: ResolveOptions): Promise<Answer> {
     const lineage = this.o.lineage;
     if (!lineage.live().size) return unresolved('no-tracked-processes', 'no tracked process is alive');
     const id = keyId(key);
-    const { rows, byId } = await this.readTables();
+    const { rows, byId } = await this.readTables(time);
     const row = byId.get(id);
     if (row && row.inode) {
       let pids = await this.index.owners(row.inode, lineage.live());

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, mkdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -76,6 +77,39 @@ describe('resolver', () => {
     // Already kept: answered at once, also in another spelling of the same address.
     expect(await resolver.resolve({ ...k, localAddr: '::ffff:10.0.0.1' }, { opener: 'local', time: Date.now() })).toMatchObject({ pid: 4321 });
     expect(resolver.stats().bySource['ebpf-connect']).toBe(2);
+  });
+
+  it('finds an event written before the loop was busy for longer than the wait, read only after it', async () => {
+    const { tracer, resolver } = await setup();
+    const k = key('10.0.0.1', 40002, '10.0.0.2', 80);
+    // A real pipe, as bpftrace's stdout is: its data is read in the loop's poll phase, after the
+    // timers that a long busy stretch made due.
+    const dir = await mkdtemp(join(tmpdir(), 'np-pipe-'));
+    const server = createServer((s) => s.on('data', () => tracer.emit('event', event('connect', 4242, k))));
+    await new Promise<void>((res) => server.listen(join(dir, 's'), res));
+    const writer = connect(join(dir, 's'));
+    await new Promise((res) => writer.once('connect', res));
+    const answer = resolver.resolve(k, { opener: 'local', time: Date.now() });
+    writer.write('C\n');
+    const until = Date.now() + 300; // busy for three times waitMs
+    while (Date.now() < until) { /* the daemon parsing a big table, say */ }
+    expect(await answer).toEqual({ pid: 4242, source: 'ebpf-connect', exact: true });
+    writer.destroy();
+    server.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("waits past waitMs while the tracer's output is still behind the connection's time", async () => {
+    const { tracer, resolver } = await setup();
+    const k = key('10.0.0.1', 40003, '10.0.0.2', 80);
+    const other = key('10.0.0.1', 1, '10.0.0.2', 80);
+    const t0 = process.hrtime.bigint();
+    // Events keep coming, all from before the connection opened (bpftrace catching up).
+    const flow = setInterval(() => tracer.emit('event', event('connect', 1, other, t0 - 50_000_000n)), 10);
+    setTimeout(() => tracer.emit('event', event('connect', 4343, k)), 250);
+    const a = await resolver.resolve(k, { opener: 'local', time: Date.now() });
+    clearInterval(flow);
+    expect(a).toEqual({ pid: 4343, source: 'ebpf-connect', exact: true });
   });
 
   it('ignores events of other namespaces and of an earlier connection with the same tuple', async () => {
