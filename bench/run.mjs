@@ -589,7 +589,7 @@ async function main() {
 
   if (ONLY.includes('burst')) {
     log(`burst: ${P.burstConnections} connections opened at once, held, closed at once (health polled throughout)`);
-    const b = await burstBench({ n: P.burstConnections, quick: QUICK, work: WORK, log, exactness, startOracle });
+    const b = await burstBench({ n: P.burstConnections, quick: QUICK, work: WORK, log, exactness, startOracle, cpuProf: PROFILE ? join(PROFDIR, 'burst') : undefined, summarize });
     results.burst_run = b;
     results.burst = { all_tracked_s: b.all_tracked_s, logged_fraction: b.logged_fraction, counted_fraction: b.counted_fraction, pid_fraction: b.pid_fraction, exact_fraction: b.exact_fraction, health_p99_ms: b.health_ms.p99, health_max_ms: b.health_ms.max, all_logged_after_close_s: b.all_logged_after_close_s, hwm_mb: b.hwm_mb };
     log(`  all tracked after ${b.all_tracked_s} s; logged ${b.logged_fraction}, counted ${b.counted_fraction}, pid ${b.pid_fraction}, exact ${b.exact_fraction}; health p50 ${b.health_ms.p50} p99 ${b.health_ms.p99} max ${b.health_ms.max} ms; logged ${b.all_logged_after_close_s} s after the close`);

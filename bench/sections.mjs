@@ -67,7 +67,7 @@ function healthPoller(daemon, everyMs = 100) {
  * connect), every connection logged, counted and byte-exact against conntrack, and the health
  * call's latency throughout.
  */
-export async function burstBench({ n, quick, work, log, exactness, startOracle }) {
+export async function burstBench({ n, quick, work, log, exactness, startOracle, cpuProf, summarize }) {
   const pair = await createPair('burst');
   const res = { connections: n };
   let daemon;
@@ -75,7 +75,8 @@ export async function burstBench({ n, quick, work, log, exactness, startOracle }
   let watcher;
   try {
     await startOracle(pair.node.ns);
-    daemon = await startDaemon(pair.node.ns, { INTERFACE: 'veth0', ENGINE: 'nftables', RULES_THRESHOLD: String(n + 10_000), GC_INTERVAL: '60' }, { parent: work, socket: true });
+    if (cpuProf) mkdirSync(cpuProf, { recursive: true });
+    daemon = await startDaemon(pair.node.ns, { INTERFACE: 'veth0', ENGINE: 'nftables', RULES_THRESHOLD: String(n + 10_000), GC_INTERVAL: '60' }, { parent: work, socket: true, cpuProf });
     res.elements = daemon.elementPath();
     groups = await heldGroups(pair, daemon, n, 'burst', 1024);
     watcher = new LogWatcher(daemon.logFile);
@@ -136,7 +137,12 @@ export async function burstBench({ n, quick, work, log, exactness, startOracle }
     res.oracle = await exactness(pair.node.ns, recs, n);
     res.exact_fraction = res.oracle.exact_fraction;
     const s2 = JSON.parse((await daemon.call('GET', '/v1/stats')).body);
-    res.daemon_stats = { capture: s2.capture, resolver: s2.resolver, engine_batches: s2.engine_batches, log: s2.log };
+    res.daemon_stats = { capture: s2.capture, resolver: s2.resolver, ebpf: s2.ebpf, engine_batches: s2.engine_batches, log: s2.log, connections: s2.connections };
+    if (cpuProf) {
+      await daemon.shutdown();
+      const f = readdirSync(cpuProf).filter((x) => x.endsWith('.cpuprofile')).sort().at(-1);
+      if (f) res.profile = summarize(join(cpuProf, f), ROOT, 25);
+    }
     return res;
   } finally {
     watcher?.close();
