@@ -1,10 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { access } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
 import { run } from '../util/exec.js';
 import { parseEventLine, type TraceEvent } from './events.js';
 import { BPF_PROGRAM } from './program.js';
+import { PumpedChild } from './pumped-child.js';
 
 /**
  * Runs bpftrace as a child process and turns its lines into events, so attribution happens when
@@ -55,7 +55,7 @@ const LOST = /^Lost (\d+) events/;
 const LATENCY_SAMPLES = 4096;
 
 export class Tracer extends EventEmitter {
-  private child: ChildProcess | undefined;
+  private child: PumpedChild | undefined;
   private st: TracerStatus;
   private stopping = false;
   private backoff: number;
@@ -87,7 +87,7 @@ export class Tracer extends EventEmitter {
 
   /** The running bpftrace's pid (for diagnostics and tests). */
   get pid(): number | undefined {
-    return this.child?.exitCode === null && this.child.signalCode === null ? this.child.pid : undefined;
+    return this.child?.running ? this.child.pid : undefined;
   }
 
   /** True while events flow; resolve waits for events only then. */
@@ -124,7 +124,10 @@ export class Tracer extends EventEmitter {
     clearTimeout(this.restartTimer);
     const child = this.child;
     if (this.st.state !== 'off') this.setStatus({ state: 'stopped' });
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    if (!child?.running) {
+      child?.kill('SIGTERM'); // not known to run yet: killed as soon as it is
+      return;
+    }
     const gone = new Promise<void>((res) => child.once('exit', () => res()));
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), 3_000);
@@ -146,10 +149,12 @@ export class Tracer extends EventEmitter {
     if (this.stopping) return 'stopped while starting';
 
     const t0 = performance.now();
-    const child = spawn(this.opts.bpftrace, ['-B', 'none', '-e', BPF_PROGRAM], {
-      stdio: ['ignore', 'pipe', 'pipe'],
+    // Read by a worker thread: see pumped-child.ts.
+    const child = new PumpedChild(this.opts.bpftrace, ['-B', 'none', '-e', BPF_PROGRAM], {
+      ...process.env,
       // Room for many connects in SYN_SENT at once, and for bursts between reads.
-      env: { ...process.env, BPFTRACE_MAP_KEYS_MAX: '65536', BPFTRACE_PERF_RB_PAGES: '256' },
+      BPFTRACE_MAP_KEYS_MAX: '65536',
+      BPFTRACE_PERF_RB_PAGES: '256',
     });
     this.child = child;
     process.once('exit', this.killOnExit);
@@ -184,8 +189,9 @@ export class Tracer extends EventEmitter {
         this.counters.malformed += 1;
       }
     };
-    createInterface({ input: child.stdout! }).on('line', (l) => onLine(l, false));
-    createInterface({ input: child.stderr! }).on('line', (l) => onLine(l, true));
+    child.on('lines', (lines: string[], fromStderr: boolean) => {
+      for (const l of lines) onLine(l, fromStderr);
+    });
 
     const spawnError = new Promise<string>((res) => child.once('error', (e) => res(`cannot run ${this.opts.bpftrace}: ${e.message}`)));
     const exit = new Promise<string>((res) =>
