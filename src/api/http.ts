@@ -36,7 +36,7 @@ export function pathSegments(url: string): string[] {
   }
 }
 
-export function send(res: ServerResponse, status: number, body: string, type: string, extra: Record<string, string> = {}): void {
+export function send(res: ServerResponse, status: number, body: string | Buffer, type: string, extra: Record<string, string> = {}): void {
   if (res.headersSent) return;
   res.writeHead(status, {
     'Content-Type': type,

@@ -1,16 +1,19 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Counter, Gauge, Registry } from 'prom-client';
-import type { DaemonControl, Traffic } from '../profiler/control.js';
+import type { DaemonControl, Health, JobTallies, Traffic } from '../profiler/control.js';
 import type { ConnectionRecord } from '../log/record.js';
 import type { TrackerStats } from '../profiler/tracker.js';
 import type { InterfaceStats } from '../capture/capture.js';
 import type { LogStats } from '../log/connection-log.js';
 import { methodNotAllowed, send } from './http.js';
 import { SelfUsageReader } from './self-usage.js';
+import { CONTENT_TYPE, ExpositionWriter, escapeLabel, type Family } from './exposition.js';
+import { F } from './metric-families.js';
+import { addTraffic } from '../profiler/views.js';
 
 /**
- * GET /metrics: the Prometheus text format, from a registry of its own (never prom-client's
- * global one), filled on each scrape from DaemonControl.
+ * GET /metrics: the Prometheus text format, written on each scrape from DaemonControl: one
+ * shared read of the counters, one pass over every job's tallies, then the text in slices that
+ * leave the event loop free in between (a scrape at 10,000 jobs must not stall the API).
  *
  * Labels stay bounded: `job_id` and `pid`, never a connection's addresses or ports. The batch
  * job's label is `job_id`, not `job`, because Prometheus gives every scraped series a target
@@ -58,8 +61,50 @@ export interface MetricsOptions {
   now?: () => number;
 }
 
+/** A job's figures as a scrape shows them (a live job's or an ended one's). */
+interface JobRow {
+  /** `job_id="…"`, escaped. */
+  labels: string;
+  t: Tally; // connections: the closed ones
+  open: number;
+  processes: number;
+  endedAt?: number;
+  procs: { labels: string; t: Tally; open: number }[];
+}
+
+/** The job-wide and per-process families: written from the rows, family by family. */
+const PER_JOB: [Family, (w: ExpositionWriter, r: JobRow) => void][] = [
+  [F.jobBytes, (w, r) => traffic(w, F.jobBytes.name, r.labels, r.t.bytes_in, r.t.bytes_out)],
+  [F.jobPackets, (w, r) => traffic(w, F.jobPackets.name, r.labels, r.t.packets_in, r.t.packets_out)],
+  [F.jobOpened, (w, r) => w.sample(F.jobOpened.name, r.labels, r.open + r.t.connections)],
+  [F.jobClosed, (w, r) => w.sample(F.jobClosed.name, r.labels, r.t.connections)],
+  [F.jobOpen, (w, r) => w.sample(F.jobOpen.name, r.labels, r.open)],
+  [F.jobProcesses, (w, r) => w.sample(F.jobProcesses.name, r.labels, r.processes)],
+  [F.jobEnded, (w, r) => r.endedAt !== undefined && w.sample(F.jobEnded.name, r.labels, r.endedAt / 1000)],
+  [F.procBytes, (w, r) => r.procs.forEach((p) => traffic(w, F.procBytes.name, p.labels, p.t.bytes_in, p.t.bytes_out))],
+  [F.procPackets, (w, r) => r.procs.forEach((p) => traffic(w, F.procPackets.name, p.labels, p.t.packets_in, p.t.packets_out))],
+  [F.procOpen, (w, r) => r.procs.forEach((p) => w.sample(F.procOpen.name, p.labels, p.open))],
+  [F.procClosed, (w, r) => r.procs.forEach((p) => w.sample(F.procClosed.name, p.labels, p.t.connections))],
+];
+
+function traffic(w: ExpositionWriter, name: string, labels: string, inbound: number, outbound: number): void {
+  w.sample(name, `${labels},direction="in"`, inbound);
+  w.sample(name, `${labels},direction="out"`, outbound);
+}
+
+/** The daemon-wide series of one scrape: a counter's samples add up, a gauge's replace. */
+class DaemonWide {
+  readonly samples = new Map<Family, Map<string, number>>();
+
+  put(f: Family, value: number, labels: Record<string, string> = {}): void {
+    let s = this.samples.get(f);
+    if (!s) this.samples.set(f, (s = new Map()));
+    const key = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(',');
+    s.set(key, f.type === 'counter' ? (s.get(key) ?? 0) + value : value);
+  }
+}
+
 export class Metrics {
-  readonly registry = new Registry();
   /** Closed connections of live jobs, per job and pid, from the records as they are logged. */
   private readonly closed = new Map<string, Map<number, Tally>>();
   private readonly ended = new Map<string, EndedJob>();
@@ -73,8 +118,7 @@ export class Metrics {
   private readonly now: () => number;
   private scraping: Promise<unknown> = Promise.resolve();
   readonly stop: () => void;
-
-  private readonly m;
+  readonly contentType = CONTENT_TYPE;
 
   constructor(
     private readonly control: DaemonControl,
@@ -85,64 +129,6 @@ export class Metrics {
     this.logBufferLimit = opts.logBufferLimit;
     this.now = opts.now ?? Date.now;
     this.stop = control.observe({ record: (r) => this.onRecord(r), jobEnded: (job) => this.onJobEnded(job) });
-    const registers = [this.registry];
-    const counter = (name: string, help: string, labelNames: string[] = []) => new Counter({ name, help, labelNames, registers });
-    const gauge = (name: string, help: string, labelNames: string[] = []) => new Gauge({ name, help, labelNames, registers });
-    this.m = {
-      up: gauge('netprof_up', '1 while the daemon answers'),
-      health: gauge('netprof_health', 'the daemon health: 1 for the current status', ['status']),
-      problems: gauge('netprof_health_problems', 'problems /v1/health reports (capture down, eBPF lost, log unwritable)'),
-      uptime: gauge('netprof_uptime_seconds', 'seconds since the daemon started'),
-      jobs: gauge('netprof_jobs', 'jobs profiled now'),
-      processes: gauge('netprof_processes', 'processes profiled now'),
-      tracked: gauge('netprof_connections_tracked', 'connections tracked now'),
-      installed: gauge('netprof_counters_installed', 'connection counters installed in netfilter now'),
-      events: counter('netprof_events_total', 'connection events seen by capture, by kind', ['kind']),
-      opened: counter('netprof_connections_opened_total', 'connections of profiled processes opened'),
-      closedAll: counter('netprof_connections_closed_total', 'connections of profiled processes logged, by why', ['reason']),
-      unresolved: counter('netprof_connections_unresolved_total', 'connections no process could be found for'),
-      notProfiled: counter('netprof_connections_not_profiled_total', 'connections of processes nobody registered'),
-      uncounted: counter('netprof_connections_uncounted_total', 'connections logged without counts (no room, counter lost)'),
-      noRoom: counter('netprof_connections_no_room_total', 'connections that found no room at RULES_THRESHOLD'),
-      gcRuns: counter('netprof_gc_runs_total', 'garbage collections'),
-      gcReclaimed: counter('netprof_gc_reclaimed_total', 'connections reclaimed by garbage collection'),
-      engineErrors: counter('netprof_engine_errors_total', 'errors from the counter engine'),
-      registrations: counter('netprof_registrations_total', 'process registrations accepted'),
-      refused: counter('netprof_registrations_refused_total', 'process registrations refused'),
-      frames: counter('netprof_capture_frames_total', 'frames read from capture', ['interface']),
-      skipped: counter('netprof_capture_skipped_frames_total', 'frames read but not turned into events (undecodable, not local, ...)', ['interface', 'reason']),
-      dropped: counter('netprof_capture_kernel_dropped_total', "packets tcpdump reports the kernel dropped", ['interface']),
-      restarts: counter('netprof_capture_restarts_total', 'capture restarts', ['interface']),
-      listening: gauge('netprof_capture_listening', '1 while capture on the interface runs', ['interface']),
-      logWritten: counter('netprof_log_records_written_total', 'records written to the connection log'),
-      logBuffered: gauge('netprof_log_buffered_records', 'records waiting to be written'),
-      logOverflowed: counter('netprof_log_overflowed_total', 'records lost because the log buffer was full'),
-      logErrors: counter('netprof_log_write_errors_total', 'failed writes to the connection log'),
-      logLimit: gauge('netprof_log_buffer_limit_records', 'LOG_BUFFER: records the buffer holds before it overflows'),
-      ebpf: gauge('netprof_ebpf_state', 'the eBPF tracer: 1 for its current state (live, off, starting, restarting, unavailable, stopped)', ['state']),
-      ebpfLost: counter('netprof_ebpf_lost_events_total', 'tracer events the kernel dropped (bpftrace read too slowly)'),
-      ebpfRestarts: counter('netprof_ebpf_restarts_total', 'tracer restarts'),
-      lateGrace: gauge('netprof_late_grace_seconds', 'LATE_GRACE: configured, and effective (lower while a flood of unprofiled connections fills the grace list)', ['kind']),
-      unclaimed: gauge('netprof_unclaimed_connections', 'unprofiled connections whose counters the grace list keeps now'),
-      releasedEarly: counter('netprof_unclaimed_released_early_total', 'unprofiled connections given up before LATE_GRACE was over, for want of room'),
-      ownApi: counter('netprof_connections_own_api_total', "connections to or from the daemon's own API (never a job's)"),
-      outOfScope: counter('netprof_connections_out_of_scope_total', 'connections found without a packet that cross no configured interface', ['why']),
-      repaired: counter('netprof_counters_repaired_total', 'times the counters were found removed behind the daemon (a ruleset flush) and reinstalled'),
-      cpu: counter('netprof_daemon_cpu_seconds_total', 'CPU time of the daemon (part="daemon") and of its helpers nft, tcpdump, bpftrace (part="helpers")', ['part']),
-      rss: gauge('netprof_daemon_resident_memory_bytes', 'resident memory of the daemon and of its helpers', ['part']),
-      endedJobs: gauge('netprof_metrics_ended_jobs', 'ended jobs whose final totals are still shown (METRICS_GRACE)'),
-      jobBytes: counter('netprof_job_bytes_total', 'bytes of the job, open connections live plus closed ones (in: received)', ['job_id', 'direction']),
-      jobPackets: counter('netprof_job_packets_total', 'packets of the job, open connections live plus closed ones', ['job_id', 'direction']),
-      jobOpened: counter('netprof_job_connections_opened_total', 'connections the job opened or accepted', ['job_id']),
-      jobClosed: counter('netprof_job_connections_closed_total', 'connections of the job logged', ['job_id']),
-      jobOpen: gauge('netprof_job_open_connections', 'connections of the job open now', ['job_id']),
-      jobProcesses: gauge('netprof_job_processes', 'processes of the job profiled now', ['job_id']),
-      jobEnded: gauge('netprof_job_ended_timestamp_seconds', 'when an ended job ended; its series go METRICS_GRACE later', ['job_id']),
-      procBytes: counter('netprof_process_bytes_total', 'bytes of the process (pid="other": the job\'s processes beyond METRICS_PROCESSES), open connections live plus closed ones', ['job_id', 'pid', 'direction']),
-      procPackets: counter('netprof_process_packets_total', 'packets of the process, open connections live plus closed ones', ['job_id', 'pid', 'direction']),
-      procOpen: gauge('netprof_process_open_connections', 'connections of the process open now', ['job_id', 'pid']),
-      procClosed: counter('netprof_process_connections_closed_total', 'connections of the process logged', ['job_id', 'pid']),
-    };
   }
 
   private onRecord(r: ConnectionRecord): void {
@@ -163,189 +149,176 @@ export class Metrics {
     this.closed.delete(job);
   }
 
-  /** The exposition text; scrapes run one at a time so that one never sees another's values. */
-  render(): Promise<string> {
+  /** The exposition text (for tests and tools; the API sends renderBuffer()'s bytes). */
+  async render(): Promise<string> {
+    return (await this.renderBuffer()).toString('utf8');
+  }
+
+  /** Scrapes run one at a time so that one never sees another's values. */
+  renderBuffer(): Promise<Buffer> {
     const next = this.scraping.then(() => this.collect());
     this.scraping = next.catch(() => undefined);
     return next;
   }
 
-  get contentType(): string {
-    return this.registry.contentType;
-  }
-
-  private async collect(): Promise<string> {
-    // Read everything first (job() reads live counters from the kernel), then set values.
+  private async collect(): Promise<Buffer> {
+    await this.control.refreshCounts();
+    // No await from here to the rows: the profiler's tallies and the records this object has
+    // observed are of the same moment (a record in between would count a connection twice,
+    // and a counter that then drops back reads as a reset to Prometheus).
     const health = this.control.health();
     const stats = this.control.stats();
-    const details = [];
-    for (const j of this.control.jobs()) {
-      const d = await this.control.job(j.job, { readAll: true });
-      if (d) details.push(d);
+    const rows = this.rows(this.control.tallies());
+    const w = new ExpositionWriter();
+    const wide = this.daemonWide(health, stats);
+    for (const f of Object.values(F)) {
+      const each = PER_JOB.find(([pf]) => pf === f)?.[1];
+      w.family(f);
+      if (each) {
+        for (const r of rows) {
+          each(w, r);
+          await w.breathe();
+        }
+        continue;
+      }
+      const samples = wide.samples.get(f);
+      if (samples) for (const [labels, v] of samples) w.sample(f.name, labels, v);
+      else if (!f.labelled) w.sample(f.name, '', 0);
     }
+    return w.finish();
+  }
+
+  /** Live jobs from the profiler's tallies plus this object's closed records, then the ended
+   * jobs still in their grace period. */
+  private rows(tallies: JobTallies[]): JobRow[] {
     const now = this.now();
     for (const [job, e] of this.ended) if (now - e.endedAt >= this.graceMs) this.ended.delete(job);
-
-    this.registry.resetMetrics();
-    const m = this.m;
-    m.up.set(1);
-    for (const s of ['ok', 'degraded', 'stopping']) m.health.set({ status: s }, health.status === s ? 1 : 0);
-    m.problems.set(health.problems.length);
-    const g = health.late_grace;
-    if (g) {
-      m.lateGrace.set({ kind: 'configured' }, g.configured_s);
-      m.lateGrace.set({ kind: 'effective' }, g.shortened_to_s ?? g.configured_s);
-      m.unclaimed.set(g.unclaimed_held);
-      m.releasedEarly.inc(g.released_early);
-    }
-    m.uptime.set(health.uptime_s);
-    this.daemonWide(stats);
-
-    const setTraffic = (bytes: Counter, packets: Counter, labels: Record<string, string>, t: Traffic) => {
-      bytes.inc({ ...labels, direction: 'in' }, t.bytes_in);
-      bytes.inc({ ...labels, direction: 'out' }, t.bytes_out);
-      packets.inc({ ...labels, direction: 'in' }, t.packets_in);
-      packets.inc({ ...labels, direction: 'out' }, t.packets_out);
-    };
-
+    const rows: JobRow[] = [];
     const live = new Set<string>();
-    for (const d of details) {
+    for (const d of tallies) {
       live.add(d.job);
       if (this.ended.delete(d.job)) this.slots.delete(d.job); // the id is in use again
-      const job = { job_id: d.job };
-      setTraffic(m.jobBytes, m.jobPackets, job, d);
-      const closedHere = d.closed_connections;
-      m.jobOpened.inc(job, d.open_connections + closedHere);
-      m.jobClosed.inc(job, closedHere);
-      m.jobOpen.set(job, d.open_connections);
-      m.jobProcesses.set(job, d.processes);
-      const closed = this.closed.get(d.job) ?? new Map<number, Tally>();
+      // Per pid: its closed connections (also of pids gone), plus its open ones live.
       const perPid = new Map<number, Tally & { open: number }>();
-      for (const pid of new Set([...closed.keys(), ...d.process_list.map((p) => p.pid)])) {
-        const view = d.process_list.find((p) => p.pid === pid);
-        const c = closed.get(pid) ?? zero();
-        perPid.set(pid, {
-          bytes_in: c.bytes_in + (view?.bytes_in ?? 0),
-          bytes_out: c.bytes_out + (view?.bytes_out ?? 0),
-          packets_in: c.packets_in + (view?.packets_in ?? 0),
-          packets_out: c.packets_out + (view?.packets_out ?? 0),
-          connections: c.connections,
-          open: view?.connections.length ?? 0,
-        });
+      for (const [pid, c] of this.closed.get(d.job) ?? []) perPid.set(pid, { ...c, open: 0 });
+      for (const p of d.processes) {
+        const t = perPid.get(p.pid);
+        if (t) {
+          addTraffic(t, p);
+          t.open += p.open_connections;
+        } else perPid.set(p.pid, { bytes_in: p.bytes_in, bytes_out: p.bytes_out, packets_in: p.packets_in, packets_out: p.packets_out, connections: 0, open: p.open_connections });
       }
-      this.processSeries(d.job, perPid, setTraffic);
+      const labels = `job_id="${escapeLabel(d.job)}"`;
+      const t = { bytes_in: d.bytes_in, bytes_out: d.bytes_out, packets_in: d.packets_in, packets_out: d.packets_out, connections: d.closed_connections };
+      rows.push({ labels, t, open: d.open_connections, processes: d.processes.length, procs: this.processRows(d.job, labels, perPid) });
     }
     // Records of jobs that are neither live nor ended (never registered here): not kept.
     for (const job of this.closed.keys()) if (!live.has(job)) this.closed.delete(job);
     for (const job of this.slots.keys()) if (!live.has(job) && !this.ended.has(job)) this.slots.delete(job);
 
-    m.endedJobs.set(this.ended.size);
     for (const [id, e] of this.ended) {
-      const job = { job_id: id };
       const total = zero();
       for (const t of e.processes.values()) {
-        total.bytes_in += t.bytes_in;
-        total.bytes_out += t.bytes_out;
-        total.packets_in += t.packets_in;
-        total.packets_out += t.packets_out;
+        addTraffic(total, t);
         total.connections += t.connections;
       }
-      this.processSeries(id, new Map([...e.processes].map(([pid, t]) => [pid, { ...t, open: 0 }])), setTraffic);
-      setTraffic(m.jobBytes, m.jobPackets, job, total);
-      m.jobOpened.inc(job, total.connections);
-      m.jobClosed.inc(job, total.connections);
-      m.jobOpen.set(job, 0);
-      m.jobProcesses.set(job, 0);
-      m.jobEnded.set(job, e.endedAt / 1000);
+      const labels = `job_id="${escapeLabel(id)}"`;
+      const perPid = new Map([...e.processes].map(([pid, t]) => [pid, { ...t, open: 0 }]));
+      rows.push({ labels, t: total, open: 0, processes: 0, endedAt: e.endedAt, procs: this.processRows(id, labels, perPid) });
     }
-    return this.registry.metrics();
+    return rows;
   }
 
-  /** A job's per-process series: its first `processLimit` pids each, the rest summed as "other". */
-  private processSeries(job: string, perPid: Map<number, Tally & { open: number }>, setTraffic: (b: Counter, p: Counter, l: Record<string, string>, t: Traffic) => void): void {
-    if (this.processLimit === 0) return;
+  /** A job's per-process rows: its first `processLimit` pids each, the rest summed as "other". */
+  private processRows(job: string, jobLabels: string, perPid: Map<number, Tally & { open: number }>): JobRow['procs'] {
+    if (this.processLimit === 0) return [];
     let slots = this.slots.get(job);
     if (!slots) this.slots.set(job, (slots = new Set()));
-    const rest = { ...zero(), open: 0 };
+    const out: JobRow['procs'] = [];
+    const rest = zero();
+    let restOpen = 0;
     let folded = 0;
-    const m = this.m;
     for (const [pid, t] of perPid) {
       if (!slots.has(pid) && slots.size < this.processLimit) slots.add(pid);
       if (slots.has(pid)) {
-        const labels = { job_id: job, pid: String(pid) };
-        setTraffic(m.procBytes, m.procPackets, labels, t);
-        m.procOpen.set(labels, t.open);
-        m.procClosed.inc(labels, t.connections);
+        out.push({ labels: `${jobLabels},pid="${pid}"`, t, open: t.open });
         continue;
       }
       folded += 1;
-      rest.bytes_in += t.bytes_in;
-      rest.bytes_out += t.bytes_out;
-      rest.packets_in += t.packets_in;
-      rest.packets_out += t.packets_out;
+      addTraffic(rest, t);
       rest.connections += t.connections;
-      rest.open += t.open;
+      restOpen += t.open;
     }
-    if (folded === 0) return;
-    const labels = { job_id: job, pid: OTHER_PIDS };
-    setTraffic(m.procBytes, m.procPackets, labels, rest);
-    m.procOpen.set(labels, rest.open);
-    m.procClosed.inc(labels, rest.connections);
+    if (folded) out.push({ labels: `${jobLabels},pid="${OTHER_PIDS}"`, t: rest, open: restOpen });
+    return out;
   }
 
-  private daemonWide(stats: Record<string, unknown>): void {
-    const m = this.m;
+  private daemonWide(health: Health, stats: Record<string, unknown>): DaemonWide {
+    const d = new DaemonWide();
     const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
-    m.jobs.set(num(stats.jobs));
-    m.processes.set(num(stats.processes));
-    m.tracked.set(num(stats.connections_tracked));
-    m.installed.set(num(stats.counters_installed));
+    d.put(F.up, 1);
+    for (const s of ['ok', 'degraded', 'stopping']) d.put(F.health, health.status === s ? 1 : 0, { status: s });
+    d.put(F.problems, health.problems.length);
+    const g = health.late_grace;
+    if (g) {
+      d.put(F.lateGrace, g.configured_s, { kind: 'configured' });
+      d.put(F.lateGrace, g.shortened_to_s ?? g.configured_s, { kind: 'effective' });
+      d.put(F.unclaimed, g.unclaimed_held);
+      d.put(F.releasedEarly, g.released_early);
+    }
+    d.put(F.uptime, health.uptime_s);
+    d.put(F.jobs, num(stats.jobs));
+    d.put(F.processes, num(stats.processes));
+    d.put(F.tracked, num(stats.connections_tracked));
+    d.put(F.installed, num(stats.counters_installed));
     const profiler = (stats.profiler ?? {}) as Record<string, unknown>;
-    m.registrations.inc(num(profiler.registrations));
-    m.refused.inc(num(profiler.registrationsRefused));
-    m.uncounted.inc(num(profiler.uncountedConnections));
+    d.put(F.registrations, num(profiler.registrations));
+    d.put(F.refused, num(profiler.registrationsRefused));
+    d.put(F.uncounted, num(profiler.uncountedConnections));
     const t = stats.connections as TrackerStats | undefined;
     if (t) {
-      for (const [kind, n] of Object.entries(t.events)) m.events.inc({ kind }, num(n));
-      m.opened.inc(num(t.opened));
-      for (const [reason, n] of Object.entries(t.closed)) m.closedAll.inc({ reason }, num(n));
-      m.unresolved.inc(num(t.unresolved));
-      m.notProfiled.inc(num(t.notProfiled));
-      m.noRoom.inc(num(t.noRoom));
-      m.gcRuns.inc(num(t.gcRuns));
-      m.gcReclaimed.inc(num(t.gcReclaimed));
-      m.engineErrors.inc(num(t.engineErrors));
-      m.repaired.inc(num(t.countersRestored));
-      m.ownApi.inc(num(t.ownApi));
-      for (const [why, n] of Object.entries(t.outOfScope ?? {})) m.outOfScope.inc({ why }, num(n));
+      for (const [kind, n] of Object.entries(t.events)) d.put(F.events, num(n), { kind });
+      d.put(F.opened, num(t.opened));
+      for (const [reason, n] of Object.entries(t.closed)) d.put(F.closedAll, num(n), { reason });
+      d.put(F.unresolved, num(t.unresolved));
+      d.put(F.notProfiled, num(t.notProfiled));
+      d.put(F.noRoom, num(t.noRoom));
+      d.put(F.gcRuns, num(t.gcRuns));
+      d.put(F.gcReclaimed, num(t.gcReclaimed));
+      d.put(F.engineErrors, num(t.engineErrors));
+      d.put(F.repaired, num(t.countersRestored));
+      d.put(F.ownApi, num(t.ownApi));
+      for (const [why, n] of Object.entries(t.outOfScope ?? {})) d.put(F.outOfScope, num(n), { why });
     }
     const ebpf = stats.ebpf as { state?: string; lost?: number; restarts?: number } | undefined;
     if (ebpf) {
-      for (const s of ['live', 'off', 'starting', 'restarting', 'unavailable', 'stopped']) m.ebpf.set({ state: s }, ebpf.state === s ? 1 : 0);
-      m.ebpfLost.inc(num(ebpf.lost));
-      m.ebpfRestarts.inc(num(ebpf.restarts));
+      for (const s of ['live', 'off', 'starting', 'restarting', 'unavailable', 'stopped']) d.put(F.ebpf, ebpf.state === s ? 1 : 0, { state: s });
+      d.put(F.ebpfLost, num(ebpf.lost));
+      d.put(F.ebpfRestarts, num(ebpf.restarts));
     }
-    if (this.logBufferLimit !== undefined) m.logLimit.set(this.logBufferLimit);
+    if (this.logBufferLimit !== undefined) d.put(F.logLimit, this.logBufferLimit);
     const u = this.usage.read();
     for (const [part, v] of [['daemon', u.daemon], ['helpers', u.helpers]] as const) {
-      m.cpu.inc({ part }, v.cpuSeconds);
-      m.rss.set({ part }, v.rssBytes);
+      d.put(F.cpu, v.cpuSeconds, { part });
+      d.put(F.rss, v.rssBytes, { part });
     }
     for (const c of (stats.capture ?? []) as InterfaceStats[]) {
       const iface = { interface: c.iface };
-      m.frames.inc(iface, num(c.frames));
-      for (const [reason, n] of Object.entries(c.skipped ?? {})) m.skipped.inc({ ...iface, reason }, num(n));
-      m.dropped.inc(iface, num(c.kernelDropped));
-      m.restarts.inc(iface, num(c.restarts));
-      m.listening.set(iface, c.listening ? 1 : 0);
+      d.put(F.frames, num(c.frames), iface);
+      for (const [reason, n] of Object.entries(c.skipped ?? {})) d.put(F.skipped, num(n), { ...iface, reason });
+      d.put(F.dropped, num(c.kernelDropped), iface);
+      d.put(F.restarts, num(c.restarts), iface);
+      d.put(F.listening, c.listening ? 1 : 0, iface);
     }
     const log = stats.log as LogStats | undefined;
     if (log) {
-      m.logWritten.inc(num(log.written));
-      m.logBuffered.set(num(log.buffered));
-      m.logOverflowed.inc(num(log.overflowed));
-      m.logErrors.inc(num(log.writeErrors));
+      d.put(F.logWritten, num(log.written));
+      d.put(F.logBuffered, num(log.buffered));
+      d.put(F.logOverflowed, num(log.overflowed));
+      d.put(F.logErrors, num(log.writeErrors));
     }
+    d.put(F.endedJobs, this.ended.size);
+    return d;
   }
 }
 
@@ -363,5 +336,5 @@ export async function handleMetrics(req: IncomingMessage, res: ServerResponse, c
   const method = req.method ?? 'GET';
   if (method !== 'GET' && method !== 'HEAD') throw methodNotAllowed(['GET']);
   const metrics = metricsFor(control);
-  send(res, 200, await metrics.render(), metrics.contentType);
+  send(res, 200, await metrics.renderBuffer(), metrics.contentType);
 }

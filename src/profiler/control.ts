@@ -16,6 +16,13 @@ export interface DaemonControl {
   /** One job with live counters read from the kernel now: its own connections, or (readAll,
    * for a scrape that asks for every job in turn) one shared read of all of them. */
   job(id: string, opts?: { readAll?: boolean }): Promise<JobDetail | undefined>;
+  /** One shared read of every open connection's counters from the kernel (waited for at most
+   * a short while when many are open; tallies() then gives the last figures). */
+  refreshCounts(): Promise<void>;
+  /** Every job's open connections' counts per process, from the last read, plus its closed
+   * connections' totals: what a metrics scrape needs, in one pass instead of a view per job.
+   * Synchronous, so that a caller's own record totals (observe()) are of the same moment. */
+  tallies(): JobTallies[];
   health(): Health;
   stats(): Record<string, unknown>;
   /** Tells the observer of every connection record as it is logged, and of every job ended
@@ -79,6 +86,20 @@ export interface JobDetail extends JobSummary {
   /** When the open connections' counts were read from the kernel (null: not yet). */
   counts_read_at: string | null;
   process_list: ProcessView[];
+}
+
+export interface ProcessTally extends Traffic {
+  pid: number;
+  open_connections: number;
+}
+
+/** A job's totals (open connections live plus closed ones), and each registered process's
+ * open connections. */
+export interface JobTallies extends Traffic {
+  job: string;
+  open_connections: number;
+  closed_connections: number;
+  processes: ProcessTally[];
 }
 
 export interface Health {

@@ -1,13 +1,14 @@
 import type { Config } from '../config/config.js';
-import type { DaemonControl, DaemonObserver, EndResult, Health, JobDetail, JobSummary, Traffic } from './control.js';
+import type { DaemonControl, DaemonObserver, EndResult, Health, JobDetail, JobSummary, JobTallies, Traffic } from './control.js';
 import { Registry, RequestError, isAlive, type ProcessClaim, type ProfiledProcess } from '../registry/registry.js';
-import { ZERO, addCounts, jobSummary, processView } from './views.js';
+import { ZERO, addCounts, jobSummary, jobTallies, processView } from './views.js';
 import type { ConnectionLog } from '../log/connection-log.js';
 import type { ConnectionRecord, EndReason } from '../log/record.js';
 import type { CounterEngine, Installed } from '../counters/engine.js';
 import type { Capture, CaptureGap } from '../capture/index.js';
 import type { ResolveStack } from '../resolve/index.js';
 import { ConnectionTracker } from './tracker.js';
+import type { TrackedConnection } from './connections.js';
 import { Scope } from './scope.js';
 import { LinkSites, type LinkOpener } from './link-sites.js';
 import { diag } from '../util/diag.js';
@@ -347,10 +348,32 @@ export class Profiler implements DaemonControl {
     const before = this.registry.job(id);
     if (!before) return undefined;
     // The job's own connections, read by key (its cost grows with the job, not with all
-    // jobs); a metrics scrape (readAll) shares one read of every connection instead. A read of
-    // tens of thousands of counters takes long (nft lists the whole set): then the answer waits
-    // for it at most LIVE_WAIT_MS and gives the last figures, with their time.
+    // jobs); readAll shares one read of every connection instead.
     const own = opts.readAll ? undefined : [...before.processes.values()].flatMap((p) => this.connections.ofPid(p.pid));
+    let readAt = await this.readLive(own, id);
+    const j = this.registry.job(id);
+    if (!j) return undefined;
+    readAt ??= this.tracker.countsReadAt; // timed out: the figures of the last full read
+    return {
+      ...jobSummary(j, this.everywhere, this.closedTotals.get(id)),
+      counts_read_at: readAt ? new Date(readAt).toISOString() : null,
+      process_list: [...j.processes.values()].map((p) => processView(p, this.everywhere)),
+    };
+  }
+
+  async refreshCounts(): Promise<void> {
+    await this.readLive(undefined, undefined);
+  }
+
+  tallies(): JobTallies[] {
+    return this.registry.jobs().map((j) => jobTallies(j, this.everywhere, this.closedTotals.get(j.id)));
+  }
+
+  /** Reads live counters (`own`, or every connection), on the host and on links. A read of
+   * tens of thousands of counters takes long (nft lists the whole set): then it is waited for
+   * at most LIVE_WAIT_MS, and the caller gives the last figures. Resolves with when the read
+   * began, undefined if it was not waited for. */
+  private async readLive(own: TrackedConnection[] | undefined, id: string | undefined): Promise<number | undefined> {
     let readAt: number | undefined;
     const refresh = Promise.all([this.tracker.refreshCounts(own, id), this.links?.refresh()]).then(
       ([at]) => void (readAt = at),
@@ -360,14 +383,7 @@ export class Profiler implements DaemonControl {
     const cap = (own ? own.length : this.connections.size) < LIVE_WAIT_ALWAYS_BELOW ? [] : [new Promise((r) => (timer = setTimeout(r, LIVE_WAIT_MS)))];
     await Promise.race([refresh, ...cap]);
     clearTimeout(timer);
-    const j = this.registry.job(id);
-    if (!j) return undefined;
-    readAt ??= this.tracker.countsReadAt; // timed out: the figures of the last full read
-    return {
-      ...jobSummary(j, this.everywhere, this.closedTotals.get(id)),
-      counts_read_at: readAt ? new Date(readAt).toISOString() : null,
-      process_list: [...j.processes.values()].map((p) => processView(p, this.everywhere)),
-    };
+    return readAt;
   }
 
   health(): Health {

@@ -1,4 +1,4 @@
-import type { ConnectionView, JobSummary, ProcessView, Traffic } from './control.js';
+import type { ConnectionView, JobSummary, JobTallies, ProcessTally, ProcessView, Traffic } from './control.js';
 import type { Counts } from '../counters/engine.js';
 import { isAliveRecently, type Job, type ProfiledProcess } from '../registry/registry.js';
 import type { ConnectionTable, TrackedConnection } from './connections.js';
@@ -26,6 +26,23 @@ export function jobSummary(j: Job, table: Pick<ConnectionTable, 'ofPid'>, closed
     closed_connections: closed?.connections ?? 0,
     ...totals,
   };
+}
+
+/** A job's tallies: like jobSummary, per process, without a view of each connection. */
+export function jobTallies(j: Job, table: Pick<ConnectionTable, 'ofPid'>, closed: (Traffic & { connections: number }) | undefined): JobTallies {
+  const t: JobTallies = { job: j.id, ...ZERO, open_connections: 0, closed_connections: closed?.connections ?? 0, processes: [] };
+  for (const p of j.processes.values()) {
+    const pt: ProcessTally = { pid: p.pid, ...ZERO, open_connections: 0 };
+    for (const c of table.ofPid(p.pid)) {
+      pt.open_connections += 1;
+      addCounts(pt, c.counts);
+    }
+    t.open_connections += pt.open_connections;
+    addTraffic(t, pt);
+    t.processes.push(pt);
+  }
+  if (closed) addTraffic(t, closed);
+  return t;
 }
 
 export function processView(p: ProfiledProcess, table: Pick<ConnectionTable, 'ofPid'>): ProcessView {

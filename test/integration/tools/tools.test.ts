@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { createPair, exited, nsSpawn, waitForListen, type Pair } from '../../support/netns.js';
 import { CLI, startDaemon, type RunningDaemon } from '../../support/daemon.js';
 import { run } from '../../../src/util/exec.js';
+import { promtoolCheckMetrics } from '../../support/promtool.js';
 
 // The operators' tools against a real daemon in a private namespace, with real traffic: curl in
 // the daemon's namespace to python's http.server in the remote one. Every client command runs
@@ -185,6 +186,9 @@ describe('netprof top and /metrics while a job transfers', () => {
       expect(m).toMatch(/^netprof_capture_frames_total\{interface="veth0"\} \d+$/m);
       expect(m).toMatch(/^netprof_events_total\{kind="syn"\} \d+$/m);
       expect(m).toMatch(/^netprof_counters_installed 1$/m);
+      // What Prometheus parses, and its lint, accept the real answer.
+      const check = await promtoolCheckMetrics(m);
+      expect(check.code, check.out).toBe(0);
     } finally {
       slow.kill('SIGTERM');
       await new Promise((r) => slow.once('exit', r));

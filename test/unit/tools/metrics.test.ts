@@ -1,10 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import type { DaemonControl, DaemonObserver, JobDetail } from '../../../src/profiler/control.js';
+import type { DaemonControl, DaemonObserver, JobDetail, JobTallies } from '../../../src/profiler/control.js';
 import type { ConnectionRecord } from '../../../src/log/record.js';
 import { Metrics } from '../../../src/api/metrics.js';
 
 // /metrics from a scripted DaemonControl: what the profiler reports live, what records say of
 // closed connections, and an ended job's totals until the grace period passes.
+
+/** What the profiler's tallies() gives of a job the test describes as its view. */
+const tallies = (d: JobDetail): JobTallies => ({
+  job: d.job, open_connections: d.open_connections, closed_connections: d.closed_connections,
+  bytes_in: d.bytes_in, bytes_out: d.bytes_out, packets_in: d.packets_in, packets_out: d.packets_out,
+  processes: d.process_list.map((p) => ({ pid: p.pid, open_connections: p.connections.length, bytes_in: p.bytes_in, bytes_out: p.bytes_out, packets_in: p.packets_in, packets_out: p.packets_out })),
+});
 
 function fakeDaemon() {
   let observer: DaemonObserver = {};
@@ -12,7 +19,8 @@ function fakeDaemon() {
   const control = {
     observe: (o: DaemonObserver) => ((observer = o), () => undefined),
     jobs: () => [...jobs.values()],
-    job: async (id: string) => jobs.get(id),
+    refreshCounts: async () => undefined,
+    tallies: () => [...jobs.values()].map(tallies),
     health: () => ({ status: 'ok', uptime_s: 5, engine: 'nftables', interfaces: ['eth0'], problems: [] }),
     stats: () => ({
       jobs: jobs.size, processes: 1, connections_tracked: 1, counters_installed: 1,
