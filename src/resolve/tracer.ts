@@ -4,7 +4,7 @@ import { access } from 'node:fs/promises';
 import { run } from '../util/exec.js';
 import { parseEventLine, type TraceEvent } from './events.js';
 import { BPF_PROGRAM } from './program.js';
-import { PumpedChild } from './pumped-child.js';
+import { PumpedChild } from '../util/pumped-child.js';
 
 /**
  * Runs bpftrace as a child process and turns its lines into events, so attribution happens when
@@ -149,12 +149,10 @@ export class Tracer extends EventEmitter {
     if (this.stopping) return 'stopped while starting';
 
     const t0 = performance.now();
-    // Read by a worker thread: see pumped-child.ts.
+    // Read by a worker thread: see util/pumped-child.ts.
     const child = new PumpedChild(this.opts.bpftrace, ['-B', 'none', '-e', BPF_PROGRAM], {
-      ...process.env,
       // Room for many connects in SYN_SENT at once, and for bursts between reads.
-      BPFTRACE_MAP_KEYS_MAX: '65536',
-      BPFTRACE_PERF_RB_PAGES: '256',
+      env: { ...process.env, BPFTRACE_MAP_KEYS_MAX: '65536', BPFTRACE_PERF_RB_PAGES: '256' },
     });
     this.child = child;
     process.once('exit', this.killOnExit);
@@ -189,8 +187,11 @@ export class Tracer extends EventEmitter {
         this.counters.malformed += 1;
       }
     };
-    child.on('lines', (lines: string[], fromStderr: boolean) => {
-      for (const l of lines) onLine(l, fromStderr);
+    child.on('stdout', (lines: string[]) => {
+      for (const l of lines) onLine(l, false);
+    });
+    child.on('stderr', (lines: string[]) => {
+      for (const l of lines) onLine(l, true);
     });
 
     const spawnError = new Promise<string>((res) => child.once('error', (e) => res(`cannot run ${this.opts.bpftrace}: ${e.message}`)));

@@ -3,15 +3,22 @@ import { Worker } from 'node:worker_threads';
 
 /**
  * A child process whose output a worker thread reads, so that the child never waits for the
- * daemon's event loop. bpftrace blocks on a full stdout pipe (64 KB, ~600 lines); meanwhile the
- * kernel's perf buffer fills and drops events: under a burst of 50,000 connections, with the
- * loop busy for seconds at a time, 46,704 events were lost and their connections went to /proc.
- * The worker's loop only reads and forwards, so the pipe is drained whatever the main loop does;
- * what it read waits, in order, in the worker's message queue.
+ * daemon's event loop. bpftrace and tcpdump block on a full stdout pipe (64 KB); meanwhile the
+ * kernel's buffer behind them fills and drops: under a burst of 50,000 connections, with the
+ * loop busy for seconds at a time, 46,704 eBPF events were lost and capture missed a third of
+ * the SYNs. The worker's loop only reads and forwards, so the pipe is drained whatever the main
+ * loop does; what it read waits, in order, in the worker's message queue.
  *
- * Events: 'spawn' (pid), 'lines' (lines: string[], fromStderr: boolean), 'error' (Error: could
- * not start), 'exit' (code, signal) after the last line.
+ * Events: 'spawn' (pid); 'stdout' (lines: string[], or in bytes mode chunk: Buffer); 'stderr'
+ * (lines: string[]); 'error' (Error: could not start); 'exit' (code, signal) once the process
+ * has exited and all its output has been emitted.
  */
+export interface PumpOptions {
+  env?: NodeJS.ProcessEnv;
+  /** stdout as lines (default) or as raw bytes (a pcap stream). */
+  stdout?: 'lines' | 'bytes';
+}
+
 export class PumpedChild extends EventEmitter {
   pid: number | undefined;
   exitCode: number | null = null;
@@ -20,16 +27,19 @@ export class PumpedChild extends EventEmitter {
   /** A signal asked for before the child was known to run: sent when it is. */
   private killed: NodeJS.Signals | undefined;
 
-  constructor(file: string, args: readonly string[], env: NodeJS.ProcessEnv) {
+  constructor(file: string, args: readonly string[], options: PumpOptions = {}) {
     super();
-    this.worker = new Worker(PUMP, { eval: true, workerData: { file, args: [...args], env } });
+    const workerData = { file, args: [...args], env: options.env ?? process.env, bytes: options.stdout === 'bytes' };
+    this.worker = new Worker(PUMP, { eval: true, workerData });
     this.worker.on('message', (m: PumpMessage) => {
       if (m.t === 'spawn') {
         this.pid = m.pid;
         if (this.killed) this.kill(this.killed);
         this.emit('spawn', m.pid);
       } else if (m.t === 'lines') {
-        this.emit('lines', m.lines, m.stderr);
+        this.emit(m.stderr ? 'stderr' : 'stdout', m.lines);
+      } else if (m.t === 'bytes') {
+        this.emit('stdout', Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength));
       } else if (m.t === 'error') {
         this.emit('error', new Error(m.message));
       } else {
@@ -66,11 +76,13 @@ export class PumpedChild extends EventEmitter {
 type PumpMessage =
   | { t: 'spawn'; pid: number }
   | { t: 'lines'; lines: string[]; stderr: boolean }
+  | { t: 'bytes'; bytes: Uint8Array }
   | { t: 'error'; message: string }
   | { t: 'exit'; code: number | null; signal: NodeJS.Signals | null };
 
 /** The worker: plain JS run with eval (no file to find next to the compiled module, also under
- * the test runner). Lines go out in batches: one message per read chunk, at most 2,048 lines. */
+ * the test runner). Output goes out in batches: what one turn of its loop read, lines at most
+ * 2,048 per message; bytes in a buffer of their own, transferred, not copied. */
 const PUMP = String.raw`
 const { spawn } = require('node:child_process');
 const { createInterface } = require('node:readline');
@@ -78,24 +90,36 @@ const { parentPort, workerData } = require('node:worker_threads');
 const child = spawn(workerData.file, workerData.args, { stdio: ['ignore', 'pipe', 'pipe'], env: workerData.env });
 child.once('spawn', () => parentPort.postMessage({ t: 'spawn', pid: child.pid }));
 child.once('error', (e) => parentPort.postMessage({ t: 'error', message: e.message }));
-const pending = { false: [], true: [] };
+const lines = { false: [], true: [] };
+let chunks = [];
+let size = 0;
 let scheduled = false;
 const flush = () => {
   scheduled = false;
+  if (size) {
+    const out = new Uint8Array(new ArrayBuffer(size));
+    let at = 0;
+    for (const c of chunks) { out.set(c, at); at += c.length; }
+    chunks = [];
+    size = 0;
+    parentPort.postMessage({ t: 'bytes', bytes: out }, [out.buffer]);
+  }
   for (const key of ['false', 'true']) {
-    if (pending[key].length) parentPort.postMessage({ t: 'lines', lines: pending[key], stderr: key === 'true' });
-    pending[key] = [];
+    if (lines[key].length) parentPort.postMessage({ t: 'lines', lines: lines[key], stderr: key === 'true' });
+    lines[key] = [];
   }
 };
-const pump = (stream, stderr) =>
+const later = () => { if (!scheduled) { scheduled = true; setImmediate(flush); } };
+const byLine = (stream, stderr) =>
   createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => {
-    const list = pending[stderr];
+    const list = lines[stderr];
     list.push(line);
     if (list.length >= 2048) flush();
-    else if (!scheduled) { scheduled = true; setImmediate(flush); }
+    else later();
   });
-pump(child.stdout, false);
-pump(child.stderr, true);
+if (workerData.bytes) child.stdout.on('data', (c) => { chunks.push(c); size += c.length; later(); });
+else byLine(child.stdout, false);
+byLine(child.stderr, true);
 child.once('close', (code, signal) => {
   flush();
   parentPort.postMessage({ t: 'exit', code, signal });
