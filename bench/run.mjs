@@ -21,7 +21,7 @@ import { LogWatcher, ROOT, startDaemon, useCli } from './lib/daemon.mjs';
 import { cpuWindow, median, memMb, percentile } from './lib/proc.mjs';
 import { graceBench } from './grace.mjs';
 import { apiLoadBench, burstBench } from './sections.mjs';
-import { summarize } from './lib/cpuprofile.mjs';
+import { isMainThreadProfile, summarize } from './lib/cpuprofile.mjs';
 import { writeReport } from './lib/report.mjs';
 
 const argv = process.argv.slice(2);
@@ -260,7 +260,7 @@ async function throughput(baseline) {
 }
 
 function profileSummary(dir) {
-  const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
+  const files = readdirSync(dir).filter(isMainThreadProfile);
   if (!files.length) return { error: 'no profile written' };
   return summarize(join(dir, files.sort().at(-1)), ROOT, 12);
 }

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { createPair, exited, nsSpawn, sleep, spawnReady, stopChild, waitLine } from './lib/ns.mjs';
 import { LogWatcher, ROOT, startDaemon } from './lib/daemon.mjs';
 import { cpuWindow, createTime, memMb, percentile } from './lib/proc.mjs';
+import { isMainThreadProfile } from './lib/cpuprofile.mjs';
 
 const SINK = join(ROOT, 'bench/sink.mjs');
 const HOLDER = join(ROOT, 'bench/holder.mjs');
@@ -140,7 +141,7 @@ export async function burstBench({ n, quick, work, log, exactness, startOracle, 
     res.daemon_stats = { capture: s2.capture, resolver: s2.resolver, ebpf: s2.ebpf, engine_batches: s2.engine_batches, log: s2.log, connections: s2.connections };
     if (cpuProf) {
       await daemon.shutdown();
-      const f = readdirSync(cpuProf).filter((x) => x.endsWith('.cpuprofile')).sort().at(-1);
+      const f = readdirSync(cpuProf).filter(isMainThreadProfile).sort().at(-1);
       if (f) res.profile = summarize(join(cpuProf, f), ROOT, 25);
     }
     return res;
@@ -237,7 +238,7 @@ export async function apiLoadBench({ procs, conns, samples, work, log, cpuProf, 
     if (cpuProf) {
       // The profile is written at exit: an orderly shutdown, then its summary.
       await daemon.shutdown();
-      const f = readdirSync(cpuProf).filter((x) => x.endsWith('.cpuprofile')).sort().at(-1);
+      const f = readdirSync(cpuProf).filter(isMainThreadProfile).sort().at(-1);
       if (f) res.profile = summarize(join(cpuProf, f), ROOT, 25);
     }
     return res;

@@ -34,3 +34,10 @@ export function summarize(file, root, top = 15) {
   const sorted = (m) => [...m].filter(([k]) => !k.startsWith('(root)')).sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, us]) => ({ fn: k, ms: Math.round(us / 1000) }));
   return { wall_ms: Math.round(totalUs / 1000), busy_ms: Math.round((totalUs - idle) / 1000), self: sorted(self), inclusive: sorted(incl) };
 }
+
+/** node --cpu-prof writes one file per thread (CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile);
+ * the daemon's own work is thread 0's, the capture and tracer readers are workers. */
+export function isMainThreadProfile(name) {
+  const f = name.split('.');
+  return name.endsWith('.cpuprofile') && f[f.length - 3] === '0';
+}
