@@ -28,8 +28,10 @@ export class Counting {
     private readonly o: { capacity: number; thresholdGc: () => Promise<boolean> },
   ) {
     if (!engine) return;
-    this.begins = new Batcher((items) => engine.begin(items), { maxItems: 5000, delayMs: 5 });
-    this.ends = new Batcher((items) => this.endBatch(engine, items), { maxItems: 5000, delayMs: 5 });
+    // At most 1,000 connections per transaction: the addon's calls are synchronous, and a batch
+    // of 5,000 (15,000 elements) held the loop for ~70 ms under a burst.
+    this.begins = new Batcher((items) => engine.begin(items), { maxItems: 1000, delayMs: 5 });
+    this.ends = new Batcher((items) => this.endBatch(engine, items), { maxItems: 1000, delayMs: 5 });
     // One listing per batch with nft: a whole collection's expiries go in one.
     this.discards = new Batcher(async (keys) => (await engine.discard(keys), keys.map(() => undefined)), { maxItems: 100_000, delayMs: 50 });
   }

@@ -36,17 +36,25 @@ export class PumpedChild extends EventEmitter {
         this.pid = m.pid;
         if (this.killed) this.kill(this.killed);
         this.emit('spawn', m.pid);
+      } else if (m.t === 'lines' && m.stderr) {
+        this.emit('stderr', m.lines);
       } else if (m.t === 'lines') {
-        this.emit(m.stderr ? 'stderr' : 'stdout', m.lines);
+        for (let i = 0; i < m.lines.length; i += SLICE_LINES) this.queue.push(m.lines.slice(i, i + SLICE_LINES));
+        this.drainLater();
       } else if (m.t === 'bytes') {
-        this.emit('stdout', Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength));
+        const all = Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength);
+        for (let i = 0; i < all.length; i += SLICE_BYTES) this.queue.push(all.subarray(i, i + SLICE_BYTES));
+        this.drainLater();
       } else if (m.t === 'error') {
         this.emit('error', new Error(m.message));
       } else {
-        this.exitCode = m.code;
-        this.signalCode = m.signal;
-        void this.worker.terminate();
-        this.emit('exit', m.code, m.signal);
+        this.queue.push(() => {
+          this.exitCode = m.code;
+          this.signalCode = m.signal;
+          void this.worker.terminate();
+          this.emit('exit', m.code, m.signal);
+        });
+        this.drainLater();
       }
     });
     // The worker itself failing is the child's failure to report: say so, never hang.
@@ -54,6 +62,31 @@ export class PumpedChild extends EventEmitter {
       if (this.pid !== undefined) this.kill('SIGKILL');
       this.emit('error', new Error(`output reader failed: ${e.message}`));
     });
+  }
+
+  /**
+   * Output not yet emitted, in order, in slices: one slice per turn of the loop. Node hands a
+   * port's whole backlog over in one callback, so after a busy stretch a burst's events would
+   * all be handled before the loop could answer a request (a health check waited 7.6 s).
+   */
+  private queue: Array<string[] | Buffer | (() => void)> = [];
+  private draining = false;
+
+  private drainLater(): void {
+    if (this.draining) return;
+    this.draining = true;
+    setImmediate(() => this.drain());
+  }
+
+  private drain(): void {
+    const next = this.queue.shift();
+    if (next === undefined) {
+      this.draining = false;
+      return;
+    }
+    if (typeof next === 'function') next();
+    else this.emit('stdout', next);
+    setImmediate(() => this.drain());
   }
 
   get running(): boolean {
@@ -72,6 +105,10 @@ export class PumpedChild extends EventEmitter {
     }
   }
 }
+
+/** Per turn of the loop: ~1 ms of event parsing, and the work it starts. */
+const SLICE_LINES = 256;
+const SLICE_BYTES = 16 * 1024;
 
 type PumpMessage =
   | { t: 'spawn'; pid: number }
