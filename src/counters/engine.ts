@@ -48,6 +48,9 @@ export interface BeginItem {
   /** The caller saw the connection open (its SYN or SYN-ACK) on a watched interface: the
    * datapath has been counting it since, and the engine need not look. */
   seenOpening?: boolean;
+  /** With seenOpening: whose SYN was seen. Its direction's element is the one the datapath
+   * created at once (the other waits for the SYN-ACK). */
+  openedBy?: 'local' | 'remote';
 }
 
 /** What repair() found and put back. */

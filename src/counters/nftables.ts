@@ -142,7 +142,8 @@ export class NftablesEngine implements CounterEngine {
       const fresh = new Map<string, Begun>();
       const seen = new Set<string>();
       const retag: Array<{ old: Begun; owner: CounterOwner }> = [];
-      const outcomes: Array<BeginOutcome | Begun> = items.map(({ key, owner, seenOpening }) => {
+      const opener = new Map<string, Tuple>();
+      const outcomes: Array<BeginOutcome | Begun> = items.map(({ key, owner, seenOpening, openedBy }) => {
         const k = canonicalKey(key);
         const id = connId(k);
         ownerTag(owner); // refuse a bad owner before anything is installed
@@ -155,16 +156,22 @@ export class NftablesEngine implements CounterEngine {
         const b: Begun = { key: k, owner, outcome: 'from-first-packet', seenOpening: seenOpening === true };
         fresh.set(id, b);
         if (seenOpening) seen.add(id);
+        if (seenOpening) opener.set(id, openedBy === 'remote' ? inTuple(k) : outTuple(k));
         return b;
       });
       if (fresh.size || retag.length) {
-        // Through nft, the usual case skips the listing (a whole set: 0.17 s at 10,000): every
-        // connection was seen opening, so the datapath should hold its elements, and `add` of
-        // an element that exists keeps its counter. Over netlink the elements are read by key
-        // (~4 µs each) even then: a dynamic set's insert from the packet path can fail under a
-        // burst (27 % of a 50,000-connection burst here), and a connection whose SYN made no
-        // element is counted only from our `add`, which the outcome ('from-now') must say.
-        if (retag.length === 0 && seen.size === fresh.size && this.store!.kind === 'nft') {
+        // The usual case: every connection was seen opening, so the datapath should hold its
+        // elements, and `add` of an element that exists keeps its counter. Over netlink the
+        // element its SYN made is read by key first (~4 µs): a dynamic set's insert from the
+        // packet path can fail under a burst (27 % of a 50,000-connection burst here), and such
+        // a connection is counted only from our `add`, which its outcome must say. Through nft
+        // that read would list the whole set (0.17 s at 10,000): skipped; its end() still finds
+        // a connection nothing counted.
+        if (retag.length === 0 && seen.size === fresh.size) {
+          if (this.store!.kind === 'netlink') {
+            const present = await this.readTuples([...opener.values()]);
+            for (const [id, b] of fresh) if (!present.has(tupleId(opener.get(id)!))) b.outcome = 'from-now';
+          }
           if (await this.addBegun([...fresh.values()])) {
             for (const [id, b] of fresh) this.begun.set(id, b);
             return outcomes.map((o) => (typeof o === 'string' ? o : o.outcome));
@@ -402,11 +409,16 @@ export class NftablesEngine implements CounterEngine {
 
   /** The flows elements of these connections' two directions, read by key: absent ones are
    * simply not in the map. */
-  private async readFlows(keys: readonly ConnKey[]): Promise<Flows> {
+  private readFlows(keys: readonly ConnKey[]): Promise<Flows> {
+    return this.readTuples(keys.flatMap((k) => [outTuple(k), inTuple(k)]));
+  }
+
+  /** These flows elements, read by key: absent ones are not in the map. */
+  private async readTuples(list: readonly Tuple[]): Promise<Flows> {
     const flows: Flows = new Map();
     for (const f of [4, 6] as const) {
       const tuples = new Map<string, Tuple>();
-      for (const k of keys) if (k.family === f) for (const t of [outTuple(k), inTuple(k)]) tuples.set(tupleId(t), t);
+      for (const t of list) if (t.family === f) tuples.set(tupleId(t), t);
       if (!tuples.size) continue;
       const got = await this.store!.get(flowsSet(f), f, [...tuples.values()]);
       for (const e of got) if (e) flows.set(tupleId(e.tuple), e);

@@ -52,7 +52,7 @@ export class Counting {
     if (!this.begins || !this.engine) return 'no-room';
     if (this.engine.size() >= this.o.capacity) await this.o.thresholdGc();
     try {
-      const item: BeginItem = { key: conn.key, owner: { job: conn.job, pid: conn.pid }, seenOpening };
+      const item: BeginItem = { key: conn.key, owner: { job: conn.job, pid: conn.pid }, seenOpening, ...(conn.openedBy !== 'unknown' ? { openedBy: conn.openedBy } : {}) };
       let outcome = await this.begins.push(item);
       if (outcome === 'no-room' && (await this.o.thresholdGc())) outcome = await this.begins.push(item);
       if (outcome === 'no-room') {
