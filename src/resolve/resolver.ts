@@ -19,6 +19,17 @@ import { readTcpTables, SocketIndex, TCP_STATE, type TcpRow } from './procfs.js'
 
 /** Longest wait for an event, in waitMs, while the tracer's output is behind. */
 const MAX_WAIT_FACTOR = 10;
+/** How often waits past their time are looked at. */
+const WAIT_TICK_MS = 20;
+
+interface Wait {
+  /** The connection's time, or when the wait began if later (epoch ms). */
+  since: number;
+  /** When it may give up, and when it must. */
+  deadline: number;
+  last: number;
+  done: (k: Kept | undefined) => void;
+}
 
 export type AttributionSource = 'ebpf-connect' | 'ebpf-accept' | 'procfs' | 'listener' | 'tap';
 
@@ -199,6 +210,8 @@ export class Resolver extends EventEmitter {
     this.detach();
     for (const set of this.waiters.values()) for (const w of set) w(undefined);
     this.waiters.clear();
+    this.waiting.clear();
+    clearTimeout(this.ticking);
   }
 
   private onSocketEvent(ev: SocketEvent): void {
@@ -241,33 +254,54 @@ export class Resolver extends EventEmitter {
    * Waits for the connection's event until the tracer's output has been read past its time plus
    * waitMs. A timer alone would give up on events already written but not yet read: after the
    * loop was busy for longer than waitMs every wait's timer fires before the pipe is read (timers
-   * run first), and under a burst every connection fell through to /proc. So when the timer fires,
-   * the wait goes on while events still flow and none read so far is that late (at most
-   * MAX_WAIT_FACTOR × waitMs), and gives up only after one more turn of the loop has read what
-   * is pending.
+   * run first), and under a burst every connection fell through to /proc. So past waitMs the
+   * wait goes on while events still flow and none read so far is that late (at most
+   * MAX_WAIT_FACTOR × waitMs), and gives up only after one more turn of the loop. One ticker
+   * checks every wait, in the order they began (25,000 waits with a timer each cost a second of
+   * CPU under the burst).
    */
   private waitFor(id: string, time: number): Promise<Kept | undefined> {
     return new Promise((resolve) => {
       const set = this.waiters.get(id) ?? new Set();
       this.waiters.set(id, set);
       const began = Date.now();
-      let timer: NodeJS.Timeout | undefined;
-      const done = (k: Kept | undefined) => {
+      const w: Wait = { since: Math.max(time, began), deadline: began + this.o.waitMs, last: began + MAX_WAIT_FACTOR * this.o.waitMs, done: () => undefined };
+      w.done = (k: Kept | undefined) => {
         if (k && k.at < time - this.o.staleToleranceMs) return; // an earlier connection's event
-        clearTimeout(timer);
-        if (!set.delete(done)) return;
+        if (!set.delete(w.done)) return;
+        this.waiting.delete(w);
         if (!set.size) this.waiters.delete(id);
         resolve(k);
       };
-      const check = () => {
-        const now = Date.now();
-        const behind = this.eventsReadUpTo < Math.max(time, began) + this.o.waitMs && now - this.eventReceivedAt < this.o.waitMs;
-        if (behind && now - began < MAX_WAIT_FACTOR * this.o.waitMs) timer = setTimeout(check, 20);
-        else setImmediate(() => done(undefined));
-      };
-      timer = setTimeout(check, this.o.waitMs);
-      set.add(done);
+      set.add(w.done);
+      this.waiting.add(w);
+      this.tickLater();
     });
+  }
+
+  private readonly waiting = new Set<Wait>();
+  private ticking: NodeJS.Timeout | undefined;
+
+  private tickLater(): void {
+    this.ticking ??= setTimeout(() => this.tick(), WAIT_TICK_MS);
+  }
+
+  /** Gives up the waits that are over; they began in deadline order, so the first one still
+   * waiting ends the pass. */
+  private tick(): void {
+    this.ticking = undefined;
+    const now = Date.now();
+    const flowing = now - this.eventReceivedAt < this.o.waitMs;
+    const over: Wait[] = [];
+    for (const w of this.waiting) {
+      if (now < w.deadline) break;
+      const behind = flowing && this.eventsReadUpTo < w.since + this.o.waitMs;
+      if (behind && now < w.last) break;
+      over.push(w);
+      this.waiting.delete(w);
+    }
+    if (over.length) setImmediate(() => over.forEach((w) => w.done(undefined)));
+    if (this.waiting.size) this.tickLater();
   }
 
   private watch(id: string, key: ConnKey, before: Attribution, time: number): void {
