@@ -48,6 +48,8 @@ export interface ResolveOptions {
 /** What the resolver needs of the tracer (the Tracer class, or a fake in unit tests). */
 export interface EventSource extends EventEmitter {
   readonly live: boolean;
+  /** Asks for this namespace's socket events (the Tracer may drop others); returns the undo. */
+  serve?(netns: number): () => void;
 }
 
 export interface ResolverOptions {
@@ -151,9 +153,11 @@ export class Resolver extends EventEmitter {
     };
     tracer?.on('event', onEvent);
     tracer?.on('status', onStatus);
+    const unserve = tracer?.serve?.(netns);
     this.detach = () => {
       tracer?.off('event', onEvent);
       tracer?.off('status', onStatus);
+      unserve?.();
     };
   }
 

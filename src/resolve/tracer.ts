@@ -41,6 +41,8 @@ export interface TracerStats {
   lines: number;
   events: Record<TraceEvent['kind'], number>;
   malformed: number;
+  /** Connect and accept events of namespaces no resolver serves, dropped unparsed. */
+  otherNamespaces: number;
   /** Events the kernel dropped because bpftrace read too slowly ("Lost N events"). */
   lost: number;
   restarts: number;
@@ -61,7 +63,7 @@ export class Tracer extends EventEmitter {
   private backoff: number;
   private restartTimer: NodeJS.Timeout | undefined;
   private latency: number[] = [];
-  private counters = { lines: 0, malformed: 0, lost: 0, restarts: 0, startupMs: undefined as number | undefined };
+  private counters = { lines: 0, malformed: 0, lost: 0, restarts: 0, otherNamespaces: 0, startupMs: undefined as number | undefined };
   private kinds: Record<TraceEvent['kind'], number> = { connect: 0, accept: 0, fork: 0, exit: 0 };
   private readonly opts: Required<Omit<TracerOptions, 'log'>> & Pick<TracerOptions, 'log'>;
   private readonly killOnExit = () => this.child?.kill('SIGKILL');
@@ -90,6 +92,31 @@ export class Tracer extends EventEmitter {
     return this.child?.running ? this.child.pid : undefined;
   }
 
+  /** Network namespaces (inode → resolvers serving it) whose connect and accept events are
+   * wanted. While none is named, every event is. */
+  private readonly served = new Map<number, number>();
+
+  /** A resolver serves this namespace until the returned function is called. Events of other
+   * namespaces are dropped by the reader thread: bpftrace sees the whole host, and under the
+   * burst half its events were the remote end's accepts, parsed here only to be ignored. */
+  serve(netns: number): () => void {
+    this.served.set(netns, (this.served.get(netns) ?? 0) + 1);
+    this.child?.keepOnly(this.keptNamespaces());
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const n = (this.served.get(netns) ?? 1) - 1;
+      if (n > 0) this.served.set(netns, n);
+      else this.served.delete(netns);
+      this.child?.keepOnly(this.served.size ? this.keptNamespaces() : undefined);
+    };
+  }
+
+  private keptNamespaces(): string[] {
+    return [...this.served.keys()].map(String);
+  }
+
   /** True while events flow; resolve waits for events only then. */
   get live(): boolean {
     return this.st.state === 'live';
@@ -103,6 +130,7 @@ export class Tracer extends EventEmitter {
       lines: this.counters.lines,
       events: { ...this.kinds },
       malformed: this.counters.malformed,
+      otherNamespaces: this.counters.otherNamespaces + (this.child?.filtered ?? 0),
       lost: this.counters.lost,
       restarts: this.counters.restarts,
       ...(this.counters.startupMs !== undefined && { startupMs: this.counters.startupMs }),
@@ -151,6 +179,8 @@ export class Tracer extends EventEmitter {
     const t0 = performance.now();
     // Read by a worker thread: see util/pumped-child.ts.
     const child = new PumpedChild(this.opts.bpftrace, ['-B', 'none', '-e', BPF_PROGRAM], {
+      // Connect and accept lines of namespaces nobody serves never reach this thread.
+      filter: { prefixes: ['C ', 'A '], field: 8, ...(this.served.size ? { keep: this.keptNamespaces() } : {}) },
       // Room for many connects in SYN_SENT at once, and for bursts between reads.
       env: { ...process.env, BPFTRACE_MAP_KEYS_MAX: '65536', BPFTRACE_PERF_RB_PAGES: '256' },
     });
@@ -226,6 +256,7 @@ export class Tracer extends EventEmitter {
 
   private onDeath(why: string, liveSince: number): void {
     process.removeListener('exit', this.killOnExit);
+    this.counters.otherNamespaces += this.child?.filtered ?? 0;
     if (this.stopping) return;
     if (Date.now() - liveSince > 60_000) this.backoff = this.opts.backoffInitialMs; // it had been healthy
     this.scheduleRestart(why);

@@ -17,6 +17,9 @@ export interface PumpOptions {
   env?: NodeJS.ProcessEnv;
   /** stdout as lines (default) or as raw bytes (a pcap stream). */
   stdout?: 'lines' | 'bytes';
+  /** Lines starting with one of `prefixes` are dropped in the reader when their `field`-th
+   * space-separated field is not among the values set by keepOnly() (none set: all kept). */
+  filter?: { prefixes: string[]; field: number; keep?: string[] };
 }
 
 export class PumpedChild extends EventEmitter {
@@ -29,7 +32,7 @@ export class PumpedChild extends EventEmitter {
 
   constructor(file: string, args: readonly string[], options: PumpOptions = {}) {
     super();
-    const workerData = { file, args: [...args], env: options.env ?? process.env, bytes: options.stdout === 'bytes' };
+    const workerData = { file, args: [...args], env: options.env ?? process.env, bytes: options.stdout === 'bytes', filter: options.filter };
     this.worker = new Worker(PUMP, { eval: true, workerData });
     this.worker.on('message', (m: PumpMessage) => {
       if (m.t === 'spawn') {
@@ -39,6 +42,7 @@ export class PumpedChild extends EventEmitter {
       } else if (m.t === 'lines' && m.stderr) {
         this.emit('stderr', m.lines);
       } else if (m.t === 'lines') {
+        this.filtered += m.dropped;
         for (let i = 0; i < m.lines.length; i += SLICE_LINES) this.queue.push(m.lines.slice(i, i + SLICE_LINES));
         this.drainLater();
       } else if (m.t === 'bytes') {
@@ -89,6 +93,14 @@ export class PumpedChild extends EventEmitter {
     setImmediate(() => this.drain());
   }
 
+  /** Lines the filter dropped in the reader. */
+  filtered = 0;
+
+  /** The values the filter keeps from now on; undefined: keep every line. */
+  keepOnly(values: readonly string[] | undefined): void {
+    this.worker.postMessage({ keep: values ? [...values] : null });
+  }
+
   get running(): boolean {
     return this.pid !== undefined && this.exitCode === null && this.signalCode === null;
   }
@@ -112,7 +124,7 @@ const SLICE_BYTES = 16 * 1024;
 
 type PumpMessage =
   | { t: 'spawn'; pid: number }
-  | { t: 'lines'; lines: string[]; stderr: boolean }
+  | { t: 'lines'; lines: string[]; stderr: boolean; dropped: number }
   | { t: 'bytes'; bytes: Uint8Array }
   | { t: 'error'; message: string }
   | { t: 'exit'; code: number | null; signal: NodeJS.Signals | null };
@@ -127,6 +139,14 @@ const { parentPort, workerData } = require('node:worker_threads');
 const child = spawn(workerData.file, workerData.args, { stdio: ['ignore', 'pipe', 'pipe'], env: workerData.env });
 child.once('spawn', () => parentPort.postMessage({ t: 'spawn', pid: child.pid }));
 child.once('error', (e) => parentPort.postMessage({ t: 'error', message: e.message }));
+const filter = workerData.filter;
+let keep = filter && filter.keep ? new Set(filter.keep) : null;
+let dropped = 0;
+parentPort.on('message', (m) => { keep = m.keep ? new Set(m.keep) : null; });
+const unwanted = (line) => {
+  if (!keep || !filter.prefixes.some((p) => line.startsWith(p))) return false;
+  return !keep.has(line.split(' ', filter.field + 1)[filter.field]);
+};
 const lines = { false: [], true: [] };
 let chunks = [];
 let size = 0;
@@ -142,13 +162,15 @@ const flush = () => {
     parentPort.postMessage({ t: 'bytes', bytes: out }, [out.buffer]);
   }
   for (const key of ['false', 'true']) {
-    if (lines[key].length) parentPort.postMessage({ t: 'lines', lines: lines[key], stderr: key === 'true' });
+    if (lines[key].length || (key === 'false' && dropped)) parentPort.postMessage({ t: 'lines', lines: lines[key], stderr: key === 'true', dropped: key === 'false' ? dropped : 0 });
+    if (key === 'false') dropped = 0;
     lines[key] = [];
   }
 };
 const later = () => { if (!scheduled) { scheduled = true; setImmediate(flush); } };
 const byLine = (stream, stderr) =>
   createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => {
+    if (!stderr && unwanted(line)) { dropped += 1; return later(); }
     const list = lines[stderr];
     list.push(line);
     if (list.length >= 2048) flush();

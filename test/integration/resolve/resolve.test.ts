@@ -151,6 +151,23 @@ describe('resolve with eBPF (real traffic in namespaces)', () => {
     }
   });
 
+  it("drops the remote namespace's accept events in the reader: only served namespaces' socket events arrive", async () => {
+    const seen: number[] = [];
+    const onEvent = (ev: { kind: string; netns?: number }) => {
+      if ((ev.kind === 'connect' || ev.kind === 'accept') && ev.netns !== undefined) seen.push(ev.netns);
+    };
+    tracer.on('event', onEvent);
+    const before = tracer.stats().otherNamespaces;
+    const client = spawnIn(pair.node.ns, CLIENT, [pair.remote.v4, 5000, 3, 0]);
+    await exited(client);
+    await until(() => tracer.stats().otherNamespaces >= before + 3, 3_000);
+    tracer.off('event', onEvent);
+    // The remote server's three accepts were dropped; the client's three connects came through.
+    expect(tracer.stats().otherNamespaces - before).toBeGreaterThanOrEqual(3);
+    expect(new Set(seen).size).toBe(1); // the node namespace's only
+    expect(resolver.stats().eventsOtherNetns).toBe(0);
+  });
+
   it('attributes a refused connect (SYN then RST) to the connector', async () => {
     const client = spawnIn(pair.node.ns, CLIENT, [pair.remote.v4, 5999, 1, 0]);
     const [pid, port, outcome] = (await firstLine(client)).split(' ');
