@@ -30,6 +30,10 @@ pkg-config --exists libmnl 2>/dev/null || need="$need libmnl-dev"
 # tests of containers and VMs (issue 13): real runtimes, images and guests made locally
 want podman podman            # rootful containers, in a test namespace (see test/support/podman.ts)
 want runc runc                # podman's runtime here: crun refuses this machine's hybrid cgroups
+# podman's network stack (a Recommends, which --no-install-recommends skips): without it podman
+# falls back to CNI, whose bridge and IPAM the tests do not expect
+dpkg -s netavark >/dev/null 2>&1 || need="$need netavark"
+dpkg -s aardvark-dns >/dev/null 2>&1 || need="$need aardvark-dns"
 want busybox busybox-static   # the container image and the VM's initramfs
 want cpio cpio                # the initramfs archive
 want qemu-system-x86_64 qemu-system-x86   # a VM under TCG (see test/support/qemu.ts)
