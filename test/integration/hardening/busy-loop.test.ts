@@ -9,15 +9,15 @@ import { createPair, exited, nsSpawn, waitForListen, type Pair } from '../../sup
 /**
  * Issue 14's burst: connections opened at once while the daemon's loop is busy (a big socket
  * table, a large counter batch) must all be seen. tcpdump and bpftrace block on a full stdout
- * pipe, and the kernel then drops packets and events: read on the main loop, this test saw 5,869 of the 40,000 SYNs
- * (68,262 packets "dropped by kernel") and 9,700 of the connect events (82,356 lost).
- * Four holders open 10,000 connections each while the loop here is blocked for 1.5 s out of every
- * 1.6 s; every SYN and every connect event must arrive.
+ * pipe, and the kernel then drops packets and events: read on the main loop, this test saw 6,589
+ * of the 20,000 SYNs (26,822 packets "dropped by kernel") and 2,830 of the connect events
+ * (103,006 events lost). Two holders open 10,000 connections each while the loop here is blocked
+ * for 1.5 s out of every 1.6 s; every SYN and every connect event must arrive.
  */
 
 const BENCH = join(__dirname, '..', '..', '..', 'bench');
 const PER_HOLDER = 10_000;
-const PORTS = [5201, 5202, 5203, 5204];
+const PORTS = [5201, 5202];
 let pair: Pair | undefined;
 let rec: Recorder | undefined;
 const children: ChildProcess[] = [];
@@ -44,7 +44,7 @@ function lineMatching(child: ChildProcess, re: RegExp): Promise<string> {
   });
 }
 
-it('a 40,000-connection burst with the loop busy: every SYN captured, every connect event read', async () => {
+it('a 20,000-connection burst with the loop busy: every SYN captured, every connect event read', async () => {
   pair = await createPair('busy');
   rec = captureIn(pair.node, 'veth0');
   await rec.capture.start();
