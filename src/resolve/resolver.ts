@@ -111,7 +111,7 @@ export class Resolver extends EventEmitter {
   private eventsReadUpTo = 0;
   private eventReceivedAt = 0;
   /** The last socket-table read, and when it began (epoch ms). */
-  private tables: { began: number; rows: Promise<Tables> } | undefined;
+  private tables: { began: number; rows: Promise<Tables>; running: boolean } | undefined;
   private readonly st: ResolverStats = {
     bySource: { 'ebpf-connect': 0, 'ebpf-accept': 0, procfs: 0, listener: 0, tap: 0, unresolved: 0 },
     unresolved: {},
@@ -321,22 +321,42 @@ export class Resolver extends EventEmitter {
   }
 
   /** The tcp tables of the served namespace, from a read that began at `since` (epoch ms) or
-   * later: a lookup needs a read begun after its connection opened, and every lookup that a read
-   * serves shares it (under a burst of 50,000 a read is ~100k rows: one per lookup blocked the
-   * loop for seconds). */
+   * later: a lookup needs a read begun after its connection opened. Every lookup a read serves
+   * shares it, and while one runs, those it cannot serve share the one read that follows it
+   * (under a burst a read is ~100k rows: one per lookup blocked the loop for seconds, and with
+   * eBPF off every connection asks). */
   private readTables(since: number): Promise<Tables> {
-    if (!this.tables || this.tables.began < since) {
-      const began = Date.now();
-      const rows = readTcpTables(this.o.netPid, this.o.procRoot).then((list) => ({
-        rows: list,
-        byId: new Map(list.filter((r) => r.state !== TCP_STATE.LISTEN).map((r) => [rowId(r), r])),
-      }));
-      this.tables = { began, rows };
-      rows.catch(() => {
-        if (this.tables?.rows === rows) this.tables = undefined;
-      });
+    const cur = this.tables;
+    if (cur && cur.began >= since) return cur.rows;
+    if (cur?.running) {
+      this.nextTables ??= cur.rows.then(
+        () => this.startRead(),
+        () => this.startRead(),
+      );
+      return this.nextTables;
     }
-    return this.tables.rows;
+    return this.startRead();
+  }
+
+  private nextTables: Promise<Tables> | undefined;
+
+  private startRead(): Promise<Tables> {
+    this.nextTables = undefined;
+    const began = Date.now();
+    const rows = readTcpTables(this.o.netPid, this.o.procRoot).then((list) => ({
+      rows: list,
+      byId: new Map(list.filter((r) => r.state !== TCP_STATE.LISTEN).map((r) => [rowId(r), r])),
+    }));
+    const read = { began, rows, running: true };
+    this.tables = read;
+    rows.then(
+      () => (read.running = false),
+      () => {
+        read.running = false;
+        if (this.tables === read) this.tables = undefined;
+      },
+    );
+    return rows;
   }
 
   private async fromProc(key: ConnKey, { opener, time }: ResolveOptions): Promise<Answer> {
