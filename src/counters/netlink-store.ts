@@ -105,8 +105,8 @@ export function encodeKeys(family: Family, elems: readonly ElementSpec[]): Buffe
     const off = i * n;
     const a = n / 2; // second address
     if (family === 4) {
-      buf.set(t.saddr.split('.').map(Number), off);
-      buf.set(t.daddr.split('.').map(Number), off + a);
+      writeIPv4(buf, off, t.saddr);
+      writeIPv4(buf, off + a, t.daddr);
     } else {
       buf.set(parseIPv6(t.saddr), off);
       buf.set(parseIPv6(t.daddr), off + a);
@@ -115,6 +115,26 @@ export function encodeKeys(family: Family, elems: readonly ElementSpec[]): Buffe
     buf.writeUInt16BE(t.dport, off + n - 4);
   });
   return buf;
+}
+
+/** Dotted-quad text into 4 bytes, read by hand: split and map made a 20,000-key read spend
+ * 15 ms of the event loop just encoding. */
+function writeIPv4(buf: Buffer, off: number, s: string): void {
+  let octet = 0;
+  let digits = 0;
+  let field = 0;
+  for (let i = 0; i <= s.length; i++) {
+    const c = i < s.length ? s.charCodeAt(i) : 46;
+    if (c === 46) {
+      if (digits === 0 || octet > 255 || field > 3) throw new Error(`not an IPv4 address: ${s}`);
+      buf[off + field++] = octet;
+      octet = digits = 0;
+    } else if (c >= 48 && c <= 57 && digits < 3) {
+      octet = octet * 10 + c - 48;
+      digits++;
+    } else throw new Error(`not an IPv4 address: ${s}`);
+  }
+  if (field !== 4) throw new Error(`not an IPv4 address: ${s}`);
 }
 
 export function decodeKey(family: Family, buf: Buffer, off: number): Tuple {
