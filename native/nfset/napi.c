@@ -64,7 +64,10 @@ typedef struct {
 } nfset_box;
 
 static void finalize_box(napi_env env, void *data, void *hint) {
-  nfset_box *box = data; /* never busy here: a pending async call holds a reference */
+  nfset_box *box = data;
+  /* A pending async call holds a reference, so busy only at the environment's teardown, with a
+   * worker still on the socket: leave it to the exiting process. */
+  if (box->busy) return;
   nfset_close(box->c);
   free(box);
 }
