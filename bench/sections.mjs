@@ -228,6 +228,18 @@ export async function apiLoadBench({ procs, conns, samples, work, log, cpuProf, 
       return { ms: a.ms + b.ms, status: Math.max(a.status === 201 ? 200 : a.status, b.status) };
     });
     await measure(`GET /v1/jobs/holder (${conns} open connections)`, () => daemon.call('GET', '/v1/jobs/holder'));
+    // Issue 14: what else waits while a big job's view is polled (each of its reads, every 0.5 s,
+    // was ~100 ms of the event loop through the synchronous addon). Health at random moments.
+    let polling = true;
+    const poller = (async () => {
+      while (polling) await daemon.call('GET', '/v1/jobs/holder');
+    })();
+    await measure(`GET /v1/health while /v1/jobs/holder is polled`, async () => {
+      await sleep(Math.random() * 20);
+      return daemon.call('GET', '/v1/health');
+    });
+    polling = false;
+    await poller;
     // A scrape answers for every job: fewer samples (Prometheus asks every 15 s or so).
     await measure('GET /metrics', () => daemon.call('GET', '/metrics'), Math.min(samples, 30));
     res.calls = rows;

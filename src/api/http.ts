@@ -38,14 +38,17 @@ export function pathSegments(url: string): string[] {
 
 export function send(res: ServerResponse, status: number, body: string | Buffer, type: string, extra: Record<string, string> = {}): void {
   if (res.headersSent) return;
+  // Encoded once: Content-Length from the string and res.end(string) would each walk it (a job
+  // view of 10,000 connections is 5 MB).
+  const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
   res.writeHead(status, {
     'Content-Type': type,
-    'Content-Length': Buffer.byteLength(body),
+    'Content-Length': bytes.length,
     'Cache-Control': 'no-store',
     'X-Content-Type-Options': 'nosniff',
     ...extra,
   });
-  res.end(body);
+  res.end(bytes);
 }
 
 export function sendJson(res: ServerResponse, status: number, value: unknown, extra: Record<string, string> = {}): void {

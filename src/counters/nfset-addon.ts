@@ -8,13 +8,22 @@ export type NfsetHandle = { readonly __nfset: unique symbol };
 /** [op (0 add, 1 destroy, 2 delete), set, keyLen, keys, comments or null] */
 export type NfsetOp = [number, string, number, Buffer, Array<string | null> | null];
 
+/** [found (1/0 per key), counters (packets, bytes per key), comments] */
+export type NfsetGot = [Uint8Array, Float64Array, Array<string | undefined>];
+/** [keys, keyLen, counters (packets, bytes per element), comments] */
+export type NfsetDumped = [Buffer, number, Float64Array, Array<string | undefined>];
+
 export interface NfsetAddon {
   /** family: NFPROTO_INET (1) or NFPROTO_NETDEV (5). */
   open(nsPath: string | null, table: string, family: number): NfsetHandle;
   close(h: NfsetHandle): void;
   apply(h: NfsetHandle, ops: NfsetOp[]): void;
-  get(h: NfsetHandle, set: string, keyLen: number, keys: Buffer): [Uint8Array, Float64Array, Array<string | undefined>];
-  dump(h: NfsetHandle, set: string, keyLen?: number): [Buffer, number, Float64Array, Array<string | undefined>];
+  get(h: NfsetHandle, set: string, keyLen: number, keys: Buffer): NfsetGot;
+  /** The same exchange on libuv's thread pool. Until it settles, every other call on the
+   * handle throws EBUSY (one request at a time on a socket); close() waits for it. */
+  getAsync(h: NfsetHandle, set: string, keyLen: number, keys: Buffer): Promise<NfsetGot>;
+  dump(h: NfsetHandle, set: string): NfsetDumped;
+  dumpAsync(h: NfsetHandle, set: string): Promise<NfsetDumped>;
   rules(h: NfsetHandle, chain: string): number;
 }
 

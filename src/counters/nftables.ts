@@ -2,7 +2,8 @@ import type { BeginItem, BeginOutcome, ConnKey, CounterEngine, CounterOwner, Cou
 import { diag } from '../util/diag.js';
 import { ElementChanges, type ElementStore } from './element-store.js';
 import { Kernel } from './kernel.js';
-import { chainsOf, countsOf, dropTableText, ETHERNET_HEADER, flowsSet, ownersSet, tableFamily, tableText, type NftLayout, type SetElement, type TableFamily } from './nft-ruleset.js';
+import { chainsOf, dropTableText, flowsSet, ownersSet, tableFamily, tableText, type NftLayout, type TableFamily } from './nft-ruleset.js';
+import { allFlows, checkedCounts, countsIn, readBegun, readFlows, readTuples, type Begun, type Flows } from './nft-flows.js';
 import { firstLines } from './nft-store.js';
 import { openElementStore, type ElementPath } from './stores.js';
 import { canonicalKey, connId, inTuple, keyOf, mirrorKey, outTuple, ownerTag, parseOwnerTag, tupleId, type Tuple } from './tuple.js';
@@ -31,16 +32,6 @@ export interface NftablesOptions {
    * netdev table, whose connections' local end is the job's. */
   link?: string;
 }
-
-interface Begun {
-  key: ConnKey;
-  owner: CounterOwner;
-  outcome: BeginOutcome;
-  /** The SYN or SYN-ACK was seen: the datapath must have counted it. */
-  seenOpening: boolean;
-}
-
-type Flows = Map<string, SetElement>;
 
 /**
  * Counts with per-element counters in sets of our own table. The datapath creates a
@@ -227,9 +218,10 @@ export class NftablesEngine implements CounterEngine {
 
   read(keys: readonly ConnKey[]): Promise<Array<Counts | undefined>> {
     return this.kernel.serial(async () => {
-      const ks = keys.map(canonicalKey);
-      const flows = await this.readFlows(ks.filter((k) => this.begun.has(connId(k))));
-      return ks.map((k) => this.countsOfBegun(flows, k));
+      const begun = keys.map((k) => this.begun.get(connId(canonicalKey(k))));
+      const counts = await readBegun(this.store!, begun.filter((b) => b !== undefined), this.link);
+      let j = 0;
+      return begun.map((b) => (b ? counts[j++] : undefined));
     });
   }
 
@@ -282,7 +274,7 @@ export class NftablesEngine implements CounterEngine {
 
   sweep(inUse: readonly ConnKey[] = []): Promise<number> {
     return this.kernel.serial(async () => {
-      const flows = await this.allFlows();
+      const flows = await allFlows(this.store!, `${this.family} ${this.layout.table}`);
       const owned = new Set<string>();
       for (const key of [...[...this.begun.values()].map((b) => b.key), ...inUse.map(canonicalKey)]) {
         owned.add(tupleId(outTuple(key)));
@@ -308,8 +300,8 @@ export class NftablesEngine implements CounterEngine {
   list(): Promise<Installed[]> {
     return this.kernel.serial(async () => {
       const all = [...this.begun.values()];
-      const flows = await this.readFlows(all.map((b) => b.key));
-      return all.map((b) => ({ key: b.key, owner: b.owner, counts: this.countsOfBegun(flows, b.key) }));
+      const counts = await readBegun(this.store!, all, this.link);
+      return all.map((b, i) => ({ key: b.key, owner: b.owner, counts: counts[i] }));
     });
   }
 
@@ -354,40 +346,10 @@ export class NftablesEngine implements CounterEngine {
       for (const e of owners) {
         const key = keyOf(e.tuple);
         const owner = e.comment === undefined ? undefined : parseOwnerTag(e.comment);
-        out.push({ key, counts: this.countsIn(flows, key), ...(owner ? { owner } : {}) });
+        out.push({ key, counts: countsIn(flows, key, this.link), ...(owner ? { owner } : {}) });
       }
     }
     return out;
-  }
-
-  /** Undefined when neither direction's element exists: a missing counter is reported as
-   * such, never as a connection that moved 0 bytes. */
-  private countsIn(flows: Flows, k: ConnKey): Counts | undefined {
-    const out = flows.get(tupleId(outTuple(k)));
-    const inn = flows.get(tupleId(inTuple(k)));
-    if (!out && !inn) return undefined;
-    const c = countsOf(out, inn);
-    // On a link, what goes to the job is counted at egress, Ethernet header included.
-    if (this.layout.link !== undefined) c.bytesIn = Math.max(0, c.bytesIn - ETHERNET_HEADER * c.packetsIn);
-    return c;
-  }
-
-  /**
-   * A begun connection's counts, checked against what its handshake must have left: the SYN
-   * and SYN-ACK are each counted in their direction's element when the datapath creates it. If
-   * the kernel could not create one (a dynamic set's insert can fail under a burst), our begin
-   * added it empty afterwards. Both at 0 packets: never counted. One at 0 while the other
-   * went past its SYN (a second packet is an ACK, so the handshake completed): that direction
-   * was missed — a lower bound.
-   */
-  private countsOfBegun(flows: Flows, k: ConnKey): Counts | undefined {
-    const b = this.begun.get(connId(k));
-    if (!b) return undefined;
-    const c = this.countsIn(flows, k);
-    if (!c || !b.seenOpening || b.outcome !== 'from-first-packet') return c;
-    if (c.packetsOut === 0 && c.packetsIn === 0) return undefined;
-    if ((c.packetsOut === 0 && c.packetsIn >= 2) || (c.packetsIn === 0 && c.packetsOut >= 2)) return { ...c, incomplete: true };
-    return c;
   }
 
   /** Deletes the present datapath elements of these connections, except those the other end of a
@@ -407,34 +369,21 @@ export class NftablesEngine implements CounterEngine {
     }
   }
 
-  /** The flows elements of these connections' two directions, read by key: absent ones are
-   * simply not in the map. */
   private readFlows(keys: readonly ConnKey[]): Promise<Flows> {
-    return this.readTuples(keys.flatMap((k) => [outTuple(k), inTuple(k)]));
+    return readFlows(this.store!, keys);
   }
 
-  /** These flows elements, read by key: absent ones are not in the map. */
-  private async readTuples(list: readonly Tuple[]): Promise<Flows> {
-    const flows: Flows = new Map();
-    for (const f of [4, 6] as const) {
-      const tuples = new Map<string, Tuple>();
-      for (const t of list) if (t.family === f) tuples.set(tupleId(t), t);
-      if (!tuples.size) continue;
-      const got = await this.store!.get(flowsSet(f), f, [...tuples.values()]);
-      for (const e of got) if (e) flows.set(tupleId(e.tuple), e);
-    }
-    return flows;
+  private readTuples(tuples: readonly Tuple[]): Promise<Flows> {
+    return readTuples(this.store!, tuples);
   }
 
-  /** Every element of both flows sets: only the sweep needs them all. */
-  private async allFlows(): Promise<Flows> {
-    const flows: Flows = new Map();
-    for (const f of [4, 6] as const) {
-      const all = await this.store!.dump(flowsSet(f), f);
-      if (!all) throw new Error(`set ${flowsSet(f)} of table ${this.family} ${this.layout.table} is gone`);
-      for (const e of all) flows.set(tupleId(e.tuple), e);
-    }
-    return flows;
+  private countsOfBegun(flows: Flows, k: ConnKey): Counts | undefined {
+    const b = this.begun.get(connId(k));
+    return b && checkedCounts(b, countsIn(flows, k, this.link));
+  }
+
+  private get link(): boolean {
+    return this.layout.link !== undefined;
   }
 
   /** Applies a batch in one transaction; false if the kernel refused it (nothing changed then). */

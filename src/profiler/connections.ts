@@ -36,6 +36,8 @@ export interface TrackedConnection {
   translating?: Promise<void>;
   /** The kernel's counters as last read (for the live view). */
   counts?: Counts;
+  /** When those were read (epoch ms, when the read began). */
+  countsAt?: number;
 }
 
 /** The tracked connections, indexed by key and by owning process. */

@@ -135,8 +135,14 @@ export class Counting {
   /** Current counts of open connections, for the live view. */
   async read(conns: readonly TrackedConnection[]): Promise<void> {
     if (!this.engine || !conns.length) return;
+    const at = Date.now();
     const counts = await this.engine.read(conns.map((c) => c.key));
-    conns.forEach((c, i) => (c.counts = counts[i] ?? c.counts));
+    conns.forEach((c, i) => {
+      const n = counts[i];
+      if (!n) return;
+      c.counts = n;
+      c.countsAt = at;
+    });
   }
 
   /** The full-listing backstop: removes datapath counters nobody began or keeps. */

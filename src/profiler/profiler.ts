@@ -12,11 +12,8 @@ import type { TrackedConnection } from './connections.js';
 import { Scope } from './scope.js';
 import { LinkSites, type LinkOpener } from './link-sites.js';
 import { diag } from '../util/diag.js';
-
-/** How long a job's view waits for a fresh read of its counters before answering, when this
- * many connections or more are open (below, a read is quick and always waited for). */
-const LIVE_WAIT_MS = 50;
-const LIVE_WAIT_ALWAYS_BELOW = 1_000;
+import { awaitLive, oldestRead } from './live-view.js';
+import { healthProblems, lateGraceOf, type LateGrace } from './health.js';
 
 export interface ProfilerParts {
   config: Config;
@@ -348,12 +345,14 @@ export class Profiler implements DaemonControl {
     const before = this.registry.job(id);
     if (!before) return undefined;
     // The job's own connections, read by key (its cost grows with the job, not with all
-    // jobs); readAll shares one read of every connection instead.
+    // jobs); a metrics scrape (readAll) shares one read of every connection instead. A big
+    // job's answer does not wait long for its read (live-view.ts).
     const own = opts.readAll ? undefined : [...before.processes.values()].flatMap((p) => this.connections.ofPid(p.pid));
-    let readAt = await this.readLive(own, id);
+    const figuresAt = (): number | undefined => (own ? oldestRead(own) : undefined) ?? (this.tracker.countsReadAt || undefined);
+    let readAt = await this.readLive(own, id, figuresAt);
     const j = this.registry.job(id);
     if (!j) return undefined;
-    readAt ??= this.tracker.countsReadAt; // timed out: the figures of the last full read
+    readAt ??= figuresAt(); // not waited for: the figures of the last read
     return {
       ...jobSummary(j, this.everywhere, this.closedTotals.get(id)),
       counts_read_at: readAt ? new Date(readAt).toISOString() : null,
@@ -362,7 +361,7 @@ export class Profiler implements DaemonControl {
   }
 
   async refreshCounts(): Promise<void> {
-    await this.readLive(undefined, undefined);
+    await this.readLive(undefined, undefined, () => this.tracker.countsReadAt || undefined);
   }
 
   tallies(): JobTallies[] {
@@ -373,31 +372,19 @@ export class Profiler implements DaemonControl {
    * tens of thousands of counters takes long (nft lists the whole set): then it is waited for
    * at most LIVE_WAIT_MS, and the caller gives the last figures. Resolves with when the read
    * began, undefined if it was not waited for. */
-  private async readLive(own: TrackedConnection[] | undefined, id: string | undefined): Promise<number | undefined> {
+  private async readLive(own: TrackedConnection[] | undefined, id: string | undefined, figuresAt: () => number | undefined): Promise<number | undefined> {
     let readAt: number | undefined;
     const refresh = Promise.all([this.tracker.refreshCounts(own, id), this.links?.refresh()]).then(
       ([at]) => void (readAt = at),
       (e: Error) => diag.warn('cannot read live counters', { error: e.message }),
     );
-    let timer: NodeJS.Timeout | undefined;
-    const cap = (own ? own.length : this.connections.size) < LIVE_WAIT_ALWAYS_BELOW ? [] : [new Promise((r) => (timer = setTimeout(r, LIVE_WAIT_MS)))];
-    await Promise.race([refresh, ...cap]);
-    clearTimeout(timer);
+    await awaitLive(refresh, own ? own.length : this.connections.size, figuresAt());
     return readAt;
   }
 
   health(): Health {
-    const problems: string[] = [];
-    if (this.parts.log.stats.lastError) problems.push(`connection log: ${this.parts.log.stats.lastError}`);
-    if (this.parts.log.stats.overflowed) problems.push(`connection log: ${this.parts.log.stats.overflowed} records lost while it could not be written`);
-    for (const i of this.parts.capture?.stats() ?? []) if (!i.listening) problems.push(`capture on ${i.iface} is down: ${i.lastError ?? 'restarting'}`);
-    problems.push(...(this.links?.problems() ?? []));
     const grace = this.lateGrace();
-    if (grace.shortened_to_s !== null) {
-      problems.push(`LATE_GRACE shortened to ${grace.shortened_to_s} s: ${grace.unclaimed_held} unprofiled connections' counters kept, the most there is room for (${grace.unclaimed_max})`);
-    }
-    const tracer = this.parts.resolve?.tracer.status;
-    if (tracer && tracer.state !== 'live' && tracer.state !== 'off') problems.push(`eBPF ${tracer.state}${tracer.reason ? `: ${tracer.reason}` : ''}`);
+    const problems = healthProblems(this.parts, this.links, grace);
     return {
       status: this.stopping ? 'stopping' : problems.length ? 'degraded' : 'ok',
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
@@ -408,17 +395,8 @@ export class Profiler implements DaemonControl {
     };
   }
 
-  /** LATE_GRACE as configured and as it is now: under a flood of unprofiled connections the
-   * grace list gives up its oldest counters early, and says so. */
-  lateGrace(): { configured_s: number; shortened_to_s: number | null; unclaimed_held: number; unclaimed_max: number; released_early: number } {
-    const u = this.tracker.unclaimed.stats();
-    return {
-      configured_s: this.parts.config.lateGrace,
-      shortened_to_s: u.shortestGraceMs === undefined ? null : Math.round(u.shortestGraceMs / 100) / 10,
-      unclaimed_held: u.held,
-      unclaimed_max: this.parts.maxUnclaimed ?? 100_000,
-      released_early: u.releasedEarly,
-    };
+  lateGrace(): LateGrace {
+    return lateGraceOf(this.parts, this.tracker.unclaimed.stats());
   }
 
   stats(): Record<string, unknown> {

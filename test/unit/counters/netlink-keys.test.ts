@@ -27,6 +27,14 @@ describe('netlink set keys', () => {
     });
   });
 
+  it('refuses IPv4 text that is not a dotted quad', () => {
+    for (const bad of ['10.0.0', '10.0.0.1.2', '10.0.0.256', '10..0.1', '10.0.0.1 ', 'a.b.c.d', '1000.0.0.1', '']) {
+      expect(() => encodeKeys(4, [{ tuple: { family: 4, saddr: bad, sport: 1, daddr: '10.0.0.1', dport: 2 } }])).toThrow(/not an IPv4 address/);
+    }
+    const t: Tuple = { family: 4, saddr: '0.0.0.0', sport: 1, daddr: '255.255.255.255', dport: 2 };
+    expect(decodeKey(4, encodeKeys(4, [{ tuple: t }]), 0)).toEqual(t);
+  });
+
   it('refuses a tuple of the other family', () => {
     expect(() => encodeKeys(4, [{ tuple: { family: 6, saddr: '::1', sport: 1, daddr: '::1', dport: 2 } }])).toThrow(/IPv6 tuple in an IPv4 set/);
   });

@@ -1,0 +1,109 @@
+import type { BeginOutcome, ConnKey, CounterOwner, Counts } from './engine.js';
+import type { ElementStore } from './element-store.js';
+import { countsOf, ETHERNET_HEADER, flowsSet, type SetElement } from './nft-ruleset.js';
+import { connId, inId, inTuple, outTuple, tupleId, type Tuple } from './tuple.js';
+
+/** The nftables engine's reads of its flows sets, and what their elements mean as counts. */
+
+export interface Begun {
+  key: ConnKey;
+  owner: CounterOwner;
+  outcome: BeginOutcome;
+  /** The SYN or SYN-ACK was seen: the datapath must have counted it. */
+  seenOpening: boolean;
+}
+
+/** Elements by tupleId. */
+export type Flows = Map<string, SetElement>;
+
+/** A connection's two elements as counts; undefined when neither exists: a missing counter is
+ * reported as such, never as a connection that moved 0 bytes. */
+export function countsFrom(out: SetElement | undefined, inn: SetElement | undefined, link: boolean): Counts | undefined {
+  if (!out && !inn) return undefined;
+  const c = countsOf(out, inn);
+  // On a link, what goes to the job is counted at egress, Ethernet header included.
+  if (link) c.bytesIn = Math.max(0, c.bytesIn - ETHERNET_HEADER * c.packetsIn);
+  return c;
+}
+
+export const countsIn = (flows: Flows, k: ConnKey, link: boolean): Counts | undefined => countsFrom(flows.get(connId(k)), flows.get(inId(k)), link);
+
+/**
+ * A begun connection's counts, checked against what its handshake must have left: the SYN
+ * and SYN-ACK are each counted in their direction's element when the datapath creates it. If
+ * the kernel could not create one (a dynamic set's insert can fail under a burst), our begin
+ * added it empty afterwards. Both at 0 packets: never counted. One at 0 while the other
+ * went past its SYN (a second packet is an ACK, so the handshake completed): that direction
+ * was missed — a lower bound.
+ */
+export function checkedCounts(b: Begun, c: Counts | undefined): Counts | undefined {
+  if (!c || !b.seenOpening || b.outcome !== 'from-first-packet') return c;
+  if (c.packetsOut === 0 && c.packetsIn === 0) return undefined;
+  if ((c.packetsOut === 0 && c.packetsIn >= 2) || (c.packetsIn === 0 && c.packetsOut >= 2)) return { ...c, incomplete: true };
+  return c;
+}
+
+/** The flows elements of these connections' two directions, read by key: absent ones are
+ * simply not in the map. */
+export async function readFlows(store: ElementStore, keys: readonly ConnKey[]): Promise<Flows> {
+  const flows: Flows = new Map();
+  for (const f of [4, 6] as const) {
+    const tuples = new Map<string, Tuple>();
+    for (const k of keys) {
+      if (k.family !== f) continue;
+      const out = connId(k);
+      const inn = inId(k);
+      if (!tuples.has(out)) tuples.set(out, outTuple(k));
+      if (!tuples.has(inn)) tuples.set(inn, inTuple(k));
+    }
+    if (!tuples.size) continue;
+    const ids = [...tuples.keys()];
+    const got = await store.get(flowsSet(f), f, [...tuples.values()]);
+    got.forEach((e, i) => e && flows.set(ids[i]!, e)); // in the order asked
+  }
+  return flows;
+}
+
+/** These flows elements, read by key: absent ones are not in the map. */
+export async function readTuples(store: ElementStore, list: readonly Tuple[]): Promise<Flows> {
+  const flows: Flows = new Map();
+  for (const f of [4, 6] as const) {
+    const tuples = new Map<string, Tuple>();
+    for (const t of list) if (t.family === f) tuples.set(tupleId(t), t);
+    if (!tuples.size) continue;
+    const ids = [...tuples.keys()];
+    const got = await store.get(flowsSet(f), f, [...tuples.values()]);
+    got.forEach((e, i) => e && flows.set(ids[i]!, e));
+  }
+  return flows;
+}
+
+/** Checked counts of begun connections, in their order: both directions of each read by key,
+ * paired by position, with no map of ids (a job's live view reads 10,000 of them). */
+export async function readBegun(store: ElementStore, list: readonly Begun[], link: boolean): Promise<Array<Counts | undefined>> {
+  const counts = new Array<Counts | undefined>(list.length);
+  for (const f of [4, 6] as const) {
+    const at: number[] = [];
+    const tuples: Tuple[] = [];
+    list.forEach((b, i) => {
+      if (b.key.family !== f) return;
+      at.push(i);
+      tuples.push(outTuple(b.key), inTuple(b.key));
+    });
+    if (!at.length) continue;
+    const got = await store.get(flowsSet(f), f, tuples);
+    at.forEach((i, j) => (counts[i] = checkedCounts(list[i]!, countsFrom(got[2 * j], got[2 * j + 1], link))));
+  }
+  return counts;
+}
+
+/** Every element of both flows sets (only the sweep needs them all); throws if a set is gone. */
+export async function allFlows(store: ElementStore, table: string): Promise<Flows> {
+  const flows: Flows = new Map();
+  for (const f of [4, 6] as const) {
+    const all = await store.dump(flowsSet(f), f);
+    if (!all) throw new Error(`set ${flowsSet(f)} of table ${table} is gone`);
+    for (const e of all) flows.set(tupleId(e.tuple), e);
+  }
+  return flows;
+}

@@ -1,0 +1,140 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ASYNC_GET_MIN_KEYS, encodeKeys, NetlinkStore } from '../../../src/counters/netlink-store.js';
+import { loadNfset } from '../../../src/counters/nfset-addon.js';
+import { parseSets, tableText, type SetElement } from '../../../src/counters/nft-ruleset.js';
+import type { Tuple } from '../../../src/counters/tuple.js';
+import { createPair, nsRun, type Pair } from '../../support/netns.js';
+import { runMany } from './harness.js';
+
+/** Keyed reads on libuv's thread pool (issue 14): the event loop runs on meanwhile, the socket
+ * serves one request at a time, and the counters read are the kernel's, as nft lists them. */
+
+const t4 = (i: number, port = 7000): Tuple => ({ family: 4, saddr: `10.9.${(i >> 8) & 255}.${i & 255}`, sport: 1024 + (i % 60000), daddr: '192.0.2.9', dport: port });
+const keyOfTuple = (t: Tuple): string => JSON.stringify(t);
+
+describe('asynchronous keyed reads over netlink', () => {
+  let pair: Pair;
+  let work = '';
+  let store: NetlinkStore;
+
+  const nft = async (...args: string[]): Promise<string> => {
+    const r = await nsRun(pair.node.ns, 'nft', args);
+    if (r.code !== 0) throw new Error(`nft ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const listed = async (set: string): Promise<SetElement[]> => parseSets(await nft('-j', 'list', 'set', 'inet', 'dp', set)).get(set) ?? [];
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'np-nla-'));
+    pair = await createPair('nlasync');
+    // The engine's own table: every SYN on veth0 creates elements in flows4, counted by the datapath.
+    const path = join(work, 'dp.nft');
+    await writeFile(path, tableText({ table: 'dp', interfaces: ['veth0'], flowsSize: 65536, ownersSize: 1000, priority: 500 }));
+    await nft('-f', path);
+    store = new NetlinkStore('dp', pair.node.ns);
+  });
+
+  afterAll(async () => {
+    await store?.close();
+    await pair?.destroy();
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  it('reads thousands of keys over several requests, datapath counters exact, missing keys where they fall, while the loop runs on', async () => {
+    const keys = await runMany(pair, 4, 5201, 47000, 200, 3000);
+    const traffic = keys.flatMap((k): Tuple[] => [
+      { family: 4, saddr: k.localAddr, sport: k.localPort, daddr: k.remoteAddr, dport: k.remotePort },
+      { family: 4, saddr: k.remoteAddr, sport: k.remotePort, daddr: k.localAddr, dport: k.localPort },
+    ]);
+    // 5,000 elements of our own (the kernel gets 1,024 keys per request), every 7th key asked
+    // for absent, including at the requests' edges.
+    const ours = Array.from({ length: 5000 }, (_, i) => t4(i));
+    const absent = (i: number): boolean => i % 7 === 3 || i === 1023 || i === 1024 || i === 4999;
+    expect(await store.apply([{ op: 'add', set: 'flows4', elems: ours.filter((_, i) => !absent(i)).map((tuple) => ({ tuple })) }])).toBe(true);
+    const asked = [...ours.slice(0, 2500), ...traffic, ...ours.slice(2500)];
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 1);
+    const got = await store.get('flows4', 4, asked);
+    clearInterval(ticker);
+    expect(ticks).toBeGreaterThan(0); // timers ran while the kernel answered
+    const byNft = new Map((await listed('flows4')).map((e) => [keyOfTuple(e.tuple), e.counter]));
+    expect(got).toHaveLength(asked.length);
+    got.forEach((e, i) => {
+      const t = asked[i]!;
+      const mine = i < 2500 ? i : i >= 2500 + traffic.length ? i - traffic.length : -1;
+      if (mine >= 0 && absent(mine)) return expect(e).toBeUndefined();
+      expect(e?.tuple).toEqual(t);
+      expect(e?.counter).toEqual(byNft.get(keyOfTuple(t)));
+    });
+    // What a user checks: each of the 200 connections moved its 3,000 bytes each way.
+    for (const e of got.slice(2500, 2500 + traffic.length)) expect(e!.counter!.bytes).toBeGreaterThan(3000);
+    expect(got.filter((e) => e === undefined)).toHaveLength(ours.filter((_, i) => absent(i)).length);
+    expect(await store.apply([{ op: 'delete', set: 'flows4', elems: ours.filter((_, i) => !absent(i)).map((tuple) => ({ tuple })) }])).toBe(true);
+  });
+
+  it('queues changes behind a read in flight, and reads right while another socket changes the same set', async () => {
+    const stable = Array.from({ length: 4000 }, (_, i) => t4(i, 7100));
+    const churn = Array.from({ length: 2000 }, (_, i) => t4(i, 7200));
+    const later = Array.from({ length: 100 }, (_, i) => t4(i, 7300));
+    expect(await store.apply([{ op: 'add', set: 'flows4', elems: stable.map((tuple) => ({ tuple })) }])).toBe(true);
+    const other = new NetlinkStore('dp', pair.node.ns);
+    let reading = true;
+    try {
+      let rounds = 0;
+      // Another socket adds and deletes elements of the same set for as long as we read.
+      const churner = (async () => {
+        while (reading) {
+          expect(await other.apply([{ op: 'add', set: 'flows4', elems: churn.map((tuple) => ({ tuple })) }])).toBe(true);
+          expect(await other.apply([{ op: 'delete', set: 'flows4', elems: churn.map((tuple) => ({ tuple })) }])).toBe(true);
+          rounds++;
+          await new Promise((r) => setImmediate(r));
+        }
+      })();
+      for (let i = 0; i < 5; i++) {
+        // Made while the read holds our socket: they wait for it (never EBUSY), in order.
+        const read = store.get('flows4', 4, [...stable, ...later]);
+        const add = store.apply([{ op: 'add', set: 'flows4', elems: later.map((tuple) => ({ tuple })) }]);
+        const reread = store.get('flows4', 4, later);
+        const del = store.apply([{ op: 'delete', set: 'flows4', elems: later.map((tuple) => ({ tuple })) }]);
+        const got = await read;
+        expect(got.slice(0, stable.length).every((e, j) => e?.tuple.sport === stable[j]!.sport && e.counter?.packets === 0)).toBe(true);
+        expect(got.slice(stable.length).every((e) => e === undefined)).toBe(true); // the add came after
+        expect(await add).toBe(true);
+        expect((await reread).every(Boolean)).toBe(true);
+        expect(await del).toBe(true);
+      }
+      reading = false;
+      await churner;
+      expect(rounds).toBeGreaterThan(0);
+      expect(await store.dump('flows4', 4).then((all) => all!.filter((e) => e.tuple.dport !== 5201 && e.tuple.sport !== 5201))).toHaveLength(stable.length);
+    } finally {
+      reading = false;
+      await other.close();
+      expect(await store.apply([{ op: 'delete', set: 'flows4', elems: stable.map((tuple) => ({ tuple })) }])).toBe(true);
+    }
+  });
+
+  it('the addon refuses a second call on a busy socket (EBUSY), and closes it once the read is done', async () => {
+    const addon = loadNfset();
+    const h = addon.open(`/run/netns/${pair.node.ns}`, 'dp', 1);
+    const keys = encodeKeys(4, Array.from({ length: 3000 }, (_, i) => ({ tuple: t4(i, 7400) })));
+    const read = addon.getAsync(h, 'flows4', 16, keys);
+    expect(() => addon.get(h, 'flows4', 16, keys)).toThrow(expect.objectContaining({ code: 'EBUSY' }));
+    expect(() => addon.apply(h, [[0, 'flows4', 16, keys, null]])).toThrow(expect.objectContaining({ code: 'EBUSY' }));
+    addon.close(h); // while the read is in flight: done at its completion
+    const [found] = await read;
+    expect(found.every((f) => f === 0)).toBe(true);
+    expect(() => addon.get(h, 'flows4', 16, keys)).toThrow(/closed/);
+    expect(() => addon.getAsync(h, 'flows4', 16, keys)).toThrow(/closed/);
+  });
+
+  it('reports a missing set as an error, from the thread pool too', async () => {
+    const many = Array.from({ length: ASYNC_GET_MIN_KEYS + 1 }, (_, i) => t4(i));
+    await expect(store.get('nosuch', 4, many)).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(store.get('nosuch', 4, many.slice(0, 1))).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await store.dump('nosuch', 4)).toBeUndefined();
+  });
+});
