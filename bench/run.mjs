@@ -11,7 +11,7 @@
 // (e.g. to measure uncommitted changes to src/).
 //
 // Options: --quick, --only=churn,paced,throughput,grace (sections), --reps=N, --profile (run the
-// churn and 10k-open daemons under node --cpu-prof and summarise), --no-write (do not touch
+// churn, paced and 10k-open daemons under node --cpu-prof and summarise), --no-write (do not touch
 // BENCHMARKS.md / bench/results.json).
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
@@ -224,6 +224,7 @@ async function throughput(baseline) {
         }
         const hwm = memMb(daemon.pid);
         setup.hwm_mb = Math.round(hwm.hwm);
+        log(`  peak RSS ${setup.hwm_mb} MB (${setup.rss_mb} MB once counted)`);
         // Shutdown with n open connections, all logged?
         const watcher = new LogWatcher(daemon.logFile);
         const sd = await daemon.shutdown(engine === 'iptables' ? P.iptablesShutdownTimeoutS * 1000 : 60_000);
@@ -547,11 +548,11 @@ async function main() {
 
   if (ONLY.includes('paced')) {
     log(`paced: idle ${P.idleSeconds} s, then ${P.pacedRate} conn/s for ${P.pacedSeconds} s (nftables)`);
-    const p = await churnRun({ tag: 'cp', engine: 'nftables', rate: P.pacedRate, total: P.pacedRate * P.pacedSeconds, idle: P.idleSeconds });
+    const p = await churnRun({ tag: 'cp', engine: 'nftables', rate: P.pacedRate, total: P.pacedRate * P.pacedSeconds, idle: P.idleSeconds, cpuProf: PROFILE ? join(PROFDIR, 'paced') : undefined });
     results.paced = p;
     results.close_to_log_ms = p.close_to_log_ms;
     results.daemon = { ...(results.daemon ?? {}), cpu_core_at_1000cps: p.cpu_core, idle_cpu_core: p.idle?.core, cpu_s_per_10k_at_1000cps: p.cpu_s_per_10k };
-    log(`  reached ${p.conn_per_s} conn/s; ${p.cpu_core} core; close→log p50 ${p.close_to_log_ms?.p50} p99 ${p.close_to_log_ms?.p99} ms; logged ${p.logged_fraction}`);
+    log(`  reached ${p.conn_per_s} conn/s; ${p.cpu_core} core (${Object.entries(p.daemon_cpu?.parts ?? {}).map(([k, v]) => `${k} ${v}`).join(', ')} CPU s); close→log p50 ${p.close_to_log_ms?.p50} p99 ${p.close_to_log_ms?.p99} ms; logged ${p.logged_fraction}`);
   }
 
   if (ONLY.includes('throughput')) {
