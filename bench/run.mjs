@@ -260,10 +260,15 @@ async function throughput(baseline) {
   }
 }
 
+/** The main thread's profile (CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile, thread 0), and
+ * how busy each worker thread was (the tracer reads bpftrace in one). */
 function profileSummary(dir) {
-  const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
+  const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).sort();
   if (!files.length) return { error: 'no profile written' };
-  return summarize(join(dir, files.sort().at(-1)), ROOT, 12);
+  const thread = (f) => Number(f.split('.').at(-3));
+  const main = files.filter((f) => thread(f) === 0).at(-1) ?? files.at(-1);
+  const workers = files.filter((f) => f !== main).map((f) => ({ thread: thread(f), busy_ms: summarize(join(dir, f), ROOT, 0).busy_ms }));
+  return { ...summarize(join(dir, main), ROOT, 25), workers };
 }
 
 // ---------------------------------------------------------------------------------------------
