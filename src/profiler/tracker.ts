@@ -98,7 +98,7 @@ export class ConnectionTracker {
   }
 
   private async handle(ev: ConnEvent, id: string, gen: number): Promise<void> {
-    const tracked = this.table.get(ev.key);
+    const tracked = this.table.getById(id);
     if (ev.kind === 'syn' || ev.kind === 'syn-ack') {
       if (tracked) {
         if (ev.kind === 'syn' && (tracked.finSent || tracked.finReceived || tracked.closing)) {
@@ -195,11 +195,13 @@ export class ConnectionTracker {
       return this.leaveUnclaimed({ ...base, pid: attribution.pid, source: attribution.source });
     }
     this.stats.attributedBy[attribution.source] = (this.stats.attributedBy[attribution.source] ?? 0) + 1;
-    await this.track({ key: ev.key, iface: scope.iface, proc, openedBy, start: ev.time, attribution: attribution.source, generation });
+    await this.track({ id, key: ev.key, iface: scope.iface, proc, openedBy, start: ev.time, attribution: attribution.source, generation });
   }
 
   /** Starts tracking and counting a connection of a profiled process. */
   private async track(c: {
+    /** keyString(key), when the caller has it. */
+    id?: string;
     key: ConnKey;
     iface: string;
     proc: ProfiledProcess;
@@ -211,7 +213,7 @@ export class ConnectionTracker {
     countedSinceStart?: boolean;
     late?: boolean;
   }): Promise<TrackedConnection> {
-    const id = keyString(c.key);
+    const id = c.id ?? keyString(c.key);
     const conn: TrackedConnection = {
       id,
       generation: c.generation ?? this.generations.current(id),
@@ -271,7 +273,7 @@ export class ConnectionTracker {
       if (u.reason === 'own-api' || u.pid !== undefined) return;
       return this.enqueue(id, () => this.resolvedLate(u, now.pid!, now.source), 'refined');
     }
-    const conn = this.table.get(key);
+    const conn = this.table.getById(id);
     if (!conn || now.pid === conn.pid) return;
     const proc = this.membership.profiledProcess(now.pid);
     if (!proc || proc.job !== conn.job) return;
@@ -306,7 +308,7 @@ export class ConnectionTracker {
       this.stats.lateClaimed += 1;
       if (closed) this.stats.lateClosed += 1;
     }
-    const conn = await this.track({ key: u.key, iface: scope.iface, proc, openedBy: u.openedBy, start: u.time, attribution, generation: u.generation, countedSinceStart: held, late });
+    const conn = await this.track({ id: u.id, key: u.key, iface: scope.iface, proc, openedBy: u.openedBy, start: u.time, attribution, generation: u.generation, countedSinceStart: held, late });
     conn.finSent = u.finSent;
     conn.finReceived = u.finReceived;
     if (closed) conn.closedBeforeClaim = true;
