@@ -1,4 +1,4 @@
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIP, isIPv4, isIPv6 } from 'node:net';
 import type { Family } from './connection.js';
 
 /**
@@ -122,3 +122,11 @@ function trafficOf(text: string): { family: Family; addr: string } {
   if (bytes.subarray(0, 10).every((x) => x === 0) && bytes[10] === 0xff && bytes[11] === 0xff) return { family: 4, addr: formatIPv4(bytes, 12) };
   return { family: 6, addr: formatIPv6(bytes, 0) };
 }
+
+/** node:net's isIP() (4, 6, or 0 for text that is not an address), memoised: the tracer's
+ * lines check both addresses of every event. */
+export function textFamily(text: string): 0 | 4 | 6 {
+  return families.get(text) ?? remember(families, text, isIP(text) as 0 | 4 | 6);
+}
+
+const families = new Map<string, 0 | 4 | 6>();
