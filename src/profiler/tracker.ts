@@ -195,11 +195,15 @@ export class ConnectionTracker {
       return this.leaveUnclaimed({ ...base, pid: attribution.pid, source: attribution.source });
     }
     this.stats.attributedBy[attribution.source] = (this.stats.attributedBy[attribution.source] ?? 0) + 1;
-    await this.track({ id, key: ev.key, iface: scope.iface, proc, openedBy, start: ev.time, attribution: attribution.source, generation });
+    // Not waiting for the begin batch: the connection's FIN is handled meanwhile, and its
+    // record waits for the begin in finish() — the begin batch can then wait for company
+    // (fewer kernel transactions) without delaying the close.
+    this.track({ id, key: ev.key, iface: scope.iface, proc, openedBy, start: ev.time, attribution: attribution.source, generation });
   }
 
-  /** Starts tracking and counting a connection of a profiled process. */
-  private async track(c: {
+  /** Starts tracking and counting a connection of a profiled process; conn.begun settles when
+   * its counting is set up. */
+  private track(c: {
     /** keyString(key), when the caller has it. */
     id?: string;
     key: ConnKey;
@@ -212,7 +216,7 @@ export class ConnectionTracker {
     /** The datapath has counted it since `start` (default: when start is known). */
     countedSinceStart?: boolean;
     late?: boolean;
-  }): Promise<TrackedConnection> {
+  }): TrackedConnection {
     const id = c.id ?? keyString(c.key);
     const conn: TrackedConnection = {
       id,
@@ -240,7 +244,6 @@ export class ConnectionTracker {
       conn.counting = outcome === 'from-first-packet' && this.countersRestartedAt > (conn.start ?? 0) ? 'from-now' : outcome;
       return conn.counting;
     });
-    await conn.begun;
     return conn;
   }
 
@@ -308,10 +311,11 @@ export class ConnectionTracker {
       this.stats.lateClaimed += 1;
       if (closed) this.stats.lateClosed += 1;
     }
-    const conn = await this.track({ id: u.id, key: u.key, iface: scope.iface, proc, openedBy: u.openedBy, start: u.time, attribution, generation: u.generation, countedSinceStart: held, late });
+    const conn = this.track({ id: u.id, key: u.key, iface: scope.iface, proc, openedBy: u.openedBy, start: u.time, attribution, generation: u.generation, countedSinceStart: held, late });
     conn.finSent = u.finSent;
     conn.finReceived = u.finReceived;
     if (closed) conn.closedBeforeClaim = true;
+    await conn.begun; // a claim is done once its counting is set up
     if (u.rst) await this.scheduleClose(conn, 'rst');
     else if (u.finSent && u.finReceived) await this.scheduleClose(conn, 'fin');
   }
@@ -360,7 +364,7 @@ export class ConnectionTracker {
       }
       this.stats.lateFound += 1;
       claimed += 1;
-      await this.track({ key: s.key, iface: scope.iface, proc, openedBy: 'unknown', attribution: 'procfs', late: opts.late });
+      await this.track({ key: s.key, iface: scope.iface, proc, openedBy: 'unknown', attribution: 'procfs', late: opts.late }).begun;
     }
     return claimed;
   }
