@@ -10,7 +10,8 @@
 // people's rebuilds of dist/ during the run change nothing; --dist runs ./dist/cli.js instead
 // (e.g. to measure uncommitted changes to src/).
 //
-// Options: --quick, --only=churn,paced,throughput,grace (sections), --reps=N, --profile (run the
+// Options: --quick, --only=churn,paced,throughput,grace (sections), --reps=N, --commit=REV (measure
+// that commit's daemon rather than HEAD's), --profile (run the
 // churn, paced and 10k-open daemons under node --cpu-prof and summarise), --no-write (do not touch
 // BENCHMARKS.md / bench/results.json).
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -30,6 +31,8 @@ const opt = (name, dflt) => argv.find((a) => a.startsWith(`--${name}=`))?.split(
 const QUICK = flag('quick');
 const ONLY = opt('only', 'churn,paced,throughput,grace,burst,api,peers,elements').split(',');
 const PROFILE = flag('profile');
+/** The commit whose daemon is measured (--commit=REV, e.g. a branch's start, for a before/after). */
+const COMMIT = opt('commit', 'HEAD');
 const P = {
   reps: Number(opt('reps', QUICK ? 1 : 5)),
   iperfSeconds: Number(opt('iperf-seconds', QUICK ? 2 : 3)),
@@ -76,7 +79,7 @@ async function machine() {
     const r = await run(file, args);
     return (r.stdout || r.stderr).trim().split('\n')[0];
   };
-  const git = (await run('git', ['-C', ROOT, 'rev-parse', '--short=12', 'HEAD'])).stdout.trim();
+  const git = (await run('git', ['-C', ROOT, 'rev-parse', '--short=12', COMMIT])).stdout.trim();
   const dirty = (await run('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src'])).stdout.trim() ? ' (src has uncommitted changes)' : '';
   return {
     date: new Date().toISOString(),
@@ -501,7 +504,7 @@ const SNAP = join(ROOT, 'node_modules/.cache/netprof-bench', RUN_ID);
 async function snapshotBuild() {
   mkdirSync(SNAP, { recursive: true });
   const tar = join(WORK, 'head.tar');
-  const r = await run('git', ['-C', ROOT, 'archive', '-o', tar, 'HEAD', 'src', 'native/nfset', 'tsconfig.json', 'package.json']);
+  const r = await run('git', ['-C', ROOT, 'archive', '-o', tar, COMMIT, 'src', 'native/nfset', 'tsconfig.json', 'package.json']);
   if (r.code !== 0) throw new Error(`git archive: ${r.stderr}`);
   await run('tar', ['-xf', tar, '-C', SNAP]).then((x) => {
     if (x.code !== 0) throw new Error(`tar: ${x.stderr}`);
@@ -526,7 +529,7 @@ async function main() {
   if (flag('dist')) {
     results.meta.daemon_build = 'dist/ of the working tree';
   } else {
-    log('building a private snapshot of HEAD');
+    log(`building a private snapshot of ${COMMIT}`);
     useCli(await snapshotBuild());
     results.meta.daemon_build = `snapshot of ${results.meta.git_commit.split(' ')[0]}`;
     results.meta.git_commit = results.meta.git_commit.split(' ')[0];
