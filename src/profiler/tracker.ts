@@ -11,6 +11,7 @@ import { TupleGenerations } from './tuple-generations.js';
 import { UnclaimedConnections, type Unclaimed } from './unclaimed.js';
 import { REUSED_NOTE, toRecord } from './records.js';
 import { emptyStats, type TrackerStats } from './tracker-stats.js';
+import { LiveCounts } from './live-counts.js';
 import type { TrackerParts } from './tracker-parts.js';
 import { diag } from '../util/diag.js';
 
@@ -49,13 +50,14 @@ export class ConnectionTracker {
   private lastBackstopSweep = Date.now();
   /** When the engine last had to reinstall its counters (someone flushed them). */
   private countersRestartedAt = 0;
-  private refreshing: { at: number; done: Promise<number> } | undefined;
   readonly stats: TrackerStats = emptyStats();
   private readonly membership: Membership;
+  private readonly live: LiveCounts;
 
   constructor(private readonly parts: TrackerParts) {
     this.membership = new Membership(parts.registry, parts.followChildren ? parts.resolve?.lineage : undefined, this.stats);
     this.counting = new Counting(parts.engine, this.stats, { capacity: parts.capacity, thresholdGc: () => this.thresholdGc() });
+    this.live = new LiveCounts((conns) => this.counting.read(conns), () => this.table.all());
     this.unclaimed = new UnclaimedConnections({ graceMs: parts.graceMs, rememberMs: Math.max(parts.graceMs, IGNORE_TTL_MS), maxHeld: parts.maxUnclaimed });
     parts.resolve?.resolver.on('refined', (key: ConnKey, now: Attribution) => this.refine(key, now));
   }
@@ -420,43 +422,15 @@ export class ConnectionTracker {
     return flagged;
   }
 
-  /** Refreshes the live counters shown by the API. One kernel read serves every caller within
-   * half a second (a metrics scrape asks for each job in turn). With `only` (one job's view,
-   * onlyKey its id), reads just those connections, by key: the cost grows with the job, not
-   * with the node; the job's read, too, serves its callers for half a second. Resolves with
-   * when the read that served began. */
+  /** Refreshes the live counters shown by the API (see LiveCounts). Resolves with when the
+   * read that served began. */
   refreshCounts(only?: readonly TrackedConnection[], onlyKey?: string): Promise<number> {
-    const fresh = this.refreshing && Date.now() - this.refreshing.at < 500;
-    if (only) {
-      // A read of every connection just made serves this job too; so does this job's own.
-      if (fresh) return this.refreshing!.done;
-      const mine = onlyKey === undefined ? undefined : this.ownReads.get(onlyKey);
-      if (mine && Date.now() - mine.at < 500) return mine.done;
-      const done = this.readLiveCounts(only);
-      if (onlyKey !== undefined) {
-        for (const [k, r] of this.ownReads) if (Date.now() - r.at >= 500) this.ownReads.delete(k);
-        this.ownReads.set(onlyKey, { at: Date.now(), done });
-      }
-      return done;
-    }
-    if (fresh) return this.refreshing!.done;
-    const done = this.readLiveCounts();
-    this.refreshing = { at: Date.now(), done };
-    return done;
+    return this.live.refresh(only, onlyKey);
   }
 
-  /** Per job (refreshCounts' onlyKey), its last own read, kept half a second. */
-  private readonly ownReads = new Map<string, { at: number; done: Promise<number> }>();
-
   /** When the live counts of every connection were last read (epoch ms; 0: never). */
-  countsReadAt = 0;
-
-  /** Resolves with when the read began. */
-  private async readLiveCounts(only?: readonly TrackedConnection[]): Promise<number> {
-    const at = Date.now();
-    await this.counting.read((only ?? this.table.all()).filter((c) => c.counting !== 'no-room' && !c.closing));
-    if (!only) this.countsReadAt = at;
-    return at;
+  get countsReadAt(): number {
+    return this.live.readAt;
   }
 
   /**
