@@ -10,8 +10,9 @@
 // people's rebuilds of dist/ during the run change nothing; --dist runs ./dist/cli.js instead
 // (e.g. to measure uncommitted changes to src/).
 //
-// Options: --quick, --only=churn,paced,throughput,grace (sections), --reps=N, --profile (run the
-// churn and 10k-open daemons under node --cpu-prof and summarise), --no-write (do not touch
+// Options: --quick, --only=churn,paced,throughput,grace (sections), --reps=N, --commit=REV (measure
+// that commit's daemon rather than HEAD's), --profile (run the
+// churn, paced and 10k-open daemons under node --cpu-prof and summarise), --no-write (do not touch
 // BENCHMARKS.md / bench/results.json).
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
@@ -21,7 +22,7 @@ import { LogWatcher, ROOT, startDaemon, useCli } from './lib/daemon.mjs';
 import { cpuWindow, median, memMb, percentile } from './lib/proc.mjs';
 import { graceBench } from './grace.mjs';
 import { apiLoadBench, burstBench } from './sections.mjs';
-import { isMainThreadProfile, summarize } from './lib/cpuprofile.mjs';
+import { summarize } from './lib/cpuprofile.mjs';
 import { writeReport } from './lib/report.mjs';
 
 const argv = process.argv.slice(2);
@@ -30,6 +31,8 @@ const opt = (name, dflt) => argv.find((a) => a.startsWith(`--${name}=`))?.split(
 const QUICK = flag('quick');
 const ONLY = opt('only', 'churn,paced,throughput,grace,burst,api,peers,elements').split(',');
 const PROFILE = flag('profile');
+/** The commit whose daemon is measured (--commit=REV, e.g. a branch's start, for a before/after). */
+const COMMIT = opt('commit', 'HEAD');
 const P = {
   reps: Number(opt('reps', QUICK ? 1 : 5)),
   iperfSeconds: Number(opt('iperf-seconds', QUICK ? 2 : 3)),
@@ -76,7 +79,7 @@ async function machine() {
     const r = await run(file, args);
     return (r.stdout || r.stderr).trim().split('\n')[0];
   };
-  const git = (await run('git', ['-C', ROOT, 'rev-parse', '--short=12', 'HEAD'])).stdout.trim();
+  const git = (await run('git', ['-C', ROOT, 'rev-parse', '--short=12', COMMIT])).stdout.trim();
   const dirty = (await run('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src'])).stdout.trim() ? ' (src has uncommitted changes)' : '';
   return {
     date: new Date().toISOString(),
@@ -224,6 +227,7 @@ async function throughput(baseline) {
         }
         const hwm = memMb(daemon.pid);
         setup.hwm_mb = Math.round(hwm.hwm);
+        log(`  peak RSS ${setup.hwm_mb} MB (${setup.rss_mb} MB once counted)`);
         // Shutdown with n open connections, all logged?
         const watcher = new LogWatcher(daemon.logFile);
         const sd = await daemon.shutdown(engine === 'iptables' ? P.iptablesShutdownTimeoutS * 1000 : 60_000);
@@ -259,10 +263,15 @@ async function throughput(baseline) {
   }
 }
 
+/** The main thread's profile (CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile, thread 0), and
+ * how busy each worker thread was (the tracer reads bpftrace in one). */
 function profileSummary(dir) {
-  const files = readdirSync(dir).filter(isMainThreadProfile);
+  const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).sort();
   if (!files.length) return { error: 'no profile written' };
-  return summarize(join(dir, files.sort().at(-1)), ROOT, 12);
+  const thread = (f) => Number(f.split('.').at(-3));
+  const main = files.filter((f) => thread(f) === 0).at(-1) ?? files.at(-1);
+  const workers = files.filter((f) => f !== main).map((f) => ({ thread: thread(f), busy_ms: summarize(join(dir, f), ROOT, 0).busy_ms }));
+  return { ...summarize(join(dir, main), ROOT, 25), workers };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,7 +504,7 @@ const SNAP = join(ROOT, 'node_modules/.cache/netprof-bench', RUN_ID);
 async function snapshotBuild() {
   mkdirSync(SNAP, { recursive: true });
   const tar = join(WORK, 'head.tar');
-  const r = await run('git', ['-C', ROOT, 'archive', '-o', tar, 'HEAD', 'src', 'native/nfset', 'tsconfig.json', 'package.json']);
+  const r = await run('git', ['-C', ROOT, 'archive', '-o', tar, COMMIT, 'src', 'native/nfset', 'tsconfig.json', 'package.json']);
   if (r.code !== 0) throw new Error(`git archive: ${r.stderr}`);
   await run('tar', ['-xf', tar, '-C', SNAP]).then((x) => {
     if (x.code !== 0) throw new Error(`tar: ${x.stderr}`);
@@ -520,7 +529,7 @@ async function main() {
   if (flag('dist')) {
     results.meta.daemon_build = 'dist/ of the working tree';
   } else {
-    log('building a private snapshot of HEAD');
+    log(`building a private snapshot of ${COMMIT}`);
     useCli(await snapshotBuild());
     results.meta.daemon_build = `snapshot of ${results.meta.git_commit.split(' ')[0]}`;
     results.meta.git_commit = results.meta.git_commit.split(' ')[0];
@@ -547,11 +556,11 @@ async function main() {
 
   if (ONLY.includes('paced')) {
     log(`paced: idle ${P.idleSeconds} s, then ${P.pacedRate} conn/s for ${P.pacedSeconds} s (nftables)`);
-    const p = await churnRun({ tag: 'cp', engine: 'nftables', rate: P.pacedRate, total: P.pacedRate * P.pacedSeconds, idle: P.idleSeconds });
+    const p = await churnRun({ tag: 'cp', engine: 'nftables', rate: P.pacedRate, total: P.pacedRate * P.pacedSeconds, idle: P.idleSeconds, cpuProf: PROFILE ? join(PROFDIR, 'paced') : undefined });
     results.paced = p;
     results.close_to_log_ms = p.close_to_log_ms;
     results.daemon = { ...(results.daemon ?? {}), cpu_core_at_1000cps: p.cpu_core, idle_cpu_core: p.idle?.core, cpu_s_per_10k_at_1000cps: p.cpu_s_per_10k };
-    log(`  reached ${p.conn_per_s} conn/s; ${p.cpu_core} core; close→log p50 ${p.close_to_log_ms?.p50} p99 ${p.close_to_log_ms?.p99} ms; logged ${p.logged_fraction}`);
+    log(`  reached ${p.conn_per_s} conn/s; ${p.cpu_core} core (${Object.entries(p.daemon_cpu?.parts ?? {}).map(([k, v]) => `${k} ${v}`).join(', ')} CPU s); close→log p50 ${p.close_to_log_ms?.p50} p99 ${p.close_to_log_ms?.p99} ms; logged ${p.logged_fraction}`);
   }
 
   if (ONLY.includes('throughput')) {

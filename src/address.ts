@@ -1,4 +1,4 @@
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIP, isIPv4, isIPv6 } from 'node:net';
 import type { Family } from './connection.js';
 
 /**
@@ -7,13 +7,36 @@ import type { Family } from './connection.js';
  * longest zero run compressed), IPv4-mapped IPv6 as ::ffff:a.b.c.d as Node and ss print it.
  */
 
+/**
+ * Memos for the spellings: a host talks with few addresses, but every packet, eBPF event and
+ * /proc row spells one again — formatting was a hot spot per connection, and each connection
+ * kept its own copies of the same few strings (six per connection). Bounded: emptied when full.
+ */
+const MEMO_MAX = 4096;
+
+function remember<K, V>(memo: Map<K, V>, key: K, value: V): V {
+  if (memo.size >= MEMO_MAX) memo.clear();
+  memo.set(key, value);
+  return value;
+}
+
+const v4Text = new Map<number, string>();
+const v6Text = new Map<string, string>();
+
 export function formatIPv4(b: Uint8Array, off: number): string {
-  return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+  const n = ((b[off]! << 24) | (b[off + 1]! << 16) | (b[off + 2]! << 8) | b[off + 3]!) >>> 0;
+  return v4Text.get(n) ?? remember(v4Text, n, [b[off], b[off + 1], b[off + 2], b[off + 3]].join('.'));
 }
 
 export function formatIPv6(b: Uint8Array, off: number): string {
   const words: number[] = [];
   for (let i = 0; i < 8; i++) words.push((b[off + 2 * i]! << 8) | b[off + 2 * i + 1]!);
+  // The eight words as eight UTF-16 units: a short key, cheaper than the formatting.
+  const key = String.fromCharCode(words[0]!, words[1]!, words[2]!, words[3]!, words[4]!, words[5]!, words[6]!, words[7]!);
+  return v6Text.get(key) ?? remember(v6Text, key, spellIPv6(words, b, off));
+}
+
+function spellIPv6(words: readonly number[], b: Uint8Array, off: number): string {
   if (words.slice(0, 5).every((w) => w === 0) && words[5] === 0xffff) {
     return `::ffff:${formatIPv4(b, off + 12)}`;
   }
@@ -65,15 +88,33 @@ export function parseIPv6(text: string): Uint8Array {
 /** An address in its canonical text: dotted IPv4, RFC 5952 IPv6; IPv4-mapped IPv6 stays IPv6
  * (::ffff:a.b.c.d), as Node and ss print it. Throws for text that is not an address. */
 export function addressText(text: string): string {
-  if (isIPv4(text)) return text.split('.').map(Number).join('.');
-  return formatIPv6(parseIPv6(text), 0);
+  return canonical.get(text) ?? remember(canonical, text, spell(text));
+}
+
+/** Input → its canonical text; an input already canonical maps to itself, so that every key
+ * built from it shares that one string. */
+const canonical = new Map<string, string>();
+
+function spell(text: string): string {
+  if (isIPv4(text)) {
+    const t = text.split('.').map(Number).join('.');
+    return t === text ? text : t;
+  }
+  const t = formatIPv6(parseIPv6(text), 0);
+  return t === text ? text : t;
 }
 
 /**
  * The address a connection's traffic carries: as addressText(), but IPv4-mapped IPv6 folded to
  * IPv4 — a dual-stack socket talking IPv4 sends IPv4 packets, so capture sees family 4.
  */
-export function trafficAddress(text: string): { family: Family; addr: string } {
+export function trafficAddress(text: string): Readonly<{ family: Family; addr: string }> {
+  return traffic.get(text) ?? remember(traffic, text, Object.freeze(trafficOf(text)));
+}
+
+const traffic = new Map<string, Readonly<{ family: Family; addr: string }>>();
+
+function trafficOf(text: string): { family: Family; addr: string } {
   const bare = text.replace(/%.*$/, '');
   if (isIPv4(bare)) return { family: 4, addr: addressText(bare) };
   if (!isIPv6(bare)) throw new Error(`not an IP address: ${JSON.stringify(text)}`);
@@ -81,3 +122,11 @@ export function trafficAddress(text: string): { family: Family; addr: string } {
   if (bytes.subarray(0, 10).every((x) => x === 0) && bytes[10] === 0xff && bytes[11] === 0xff) return { family: 4, addr: formatIPv4(bytes, 12) };
   return { family: 6, addr: formatIPv6(bytes, 0) };
 }
+
+/** node:net's isIP() (4, 6, or 0 for text that is not an address), memoised: the tracer's
+ * lines check both addresses of every event. */
+export function textFamily(text: string): 0 | 4 | 6 {
+  return families.get(text) ?? remember(families, text, isIP(text) as 0 | 4 | 6);
+}
+
+const families = new Map<string, 0 | 4 | 6>();

@@ -3,6 +3,16 @@ import { Command, InvalidArgumentError } from 'commander';
 import { runDaemon, StartupError } from './daemon.js';
 import type { Override } from './config/config.js';
 import { addTools } from './tools/cli.js';
+import { capYoungGeneration } from './util/young-generation.js';
+
+/** V8's semi-space cap for the daemon (MB): see capYoungGeneration. */
+const SEMI_SPACE_MB = 2;
+
+const semiSpace = (value: string): number => {
+  const mb = Number(value);
+  if (![1, 2, 4, 8, 16].includes(mb)) throw new InvalidArgumentError('expected 1, 2, 4, 8 or 16 (MB)');
+  return mb;
+};
 
 const program = new Command();
 program.name('netprof').description('Per-job, per-process, per-connection TCP accounting for batch schedulers');
@@ -24,7 +34,9 @@ program
   .option('--log-dir <dir>', 'connection log directory (LOG_DIR)')
   .option('--log-format <format>', 'tsv or jsonl (LOG_FORMAT)')
   .option('-s, --set <KEY=VALUE>', 'set any config key; repeatable', collect, [])
+  .option('--semi-space <MB>', "cap on V8's young-generation semi-spaces: 1, 2, 4, 8 or 16 (V8's own); smaller saves memory, costs scavenges", semiSpace, SEMI_SPACE_MB)
   .action(async (port: string | undefined, o: Record<string, unknown>, cmd: Command) => {
+    capYoungGeneration(o.semiSpace as number);
     const overrides: Override[] = [];
     const flag = (key: string, value: unknown, name: string) => {
       if (typeof value === 'string') overrides.push({ key, value, origin: name });

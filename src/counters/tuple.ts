@@ -59,20 +59,21 @@ export function checkPort(p: number): number {
   return p;
 }
 
+/** The key itself when it is already canonical (as capture's are): the engine then holds no
+ * copy of it per connection. */
 export function canonicalKey(k: ConnKey): ConnKey {
   if (k.family !== 4 && k.family !== 6) throw new Error(`unknown address family ${String(k.family)}`);
-  return {
-    family: k.family,
-    localAddr: canonicalAddr(k.family, k.localAddr),
-    localPort: checkPort(k.localPort),
-    remoteAddr: canonicalAddr(k.family, k.remoteAddr),
-    remotePort: checkPort(k.remotePort),
-  };
+  const localAddr = canonicalAddr(k.family, k.localAddr);
+  const remoteAddr = canonicalAddr(k.family, k.remoteAddr);
+  checkPort(k.localPort);
+  checkPort(k.remotePort);
+  if (localAddr === k.localAddr && remoteAddr === k.remoteAddr) return k;
+  return { family: k.family, localAddr, localPort: k.localPort, remoteAddr, remotePort: k.remotePort };
 }
 
-/** Map key for a tuple; addresses must already be canonical. */
+/** Map key for a tuple; addresses must already be canonical. Flat (see keyString). */
 export function tupleId(t: Tuple): string {
-  return `${t.family}|${t.saddr}|${t.sport}|${t.daddr}|${t.dport}`;
+  return [t.family, t.saddr, t.sport, t.daddr, t.dport].join('|');
 }
 
 /** Map key for a canonical ConnKey (same as its OUT tuple's id). */

@@ -56,6 +56,11 @@ export class ConnectionTable {
     return this.byId.get(keyString(key));
   }
 
+  /** As get(), by keyString(key), for callers that have it already. */
+  getById(id: string): TrackedConnection | undefined {
+    return this.byId.get(id);
+  }
+
   has(id: string): boolean {
     return this.byId.has(id);
   }

@@ -11,6 +11,7 @@ import { TupleGenerations } from './tuple-generations.js';
 import { UnclaimedConnections, type Unclaimed } from './unclaimed.js';
 import { REUSED_NOTE, toRecord } from './records.js';
 import { emptyStats, type TrackerStats } from './tracker-stats.js';
+import { LiveCounts } from './live-counts.js';
 import type { TrackerParts } from './tracker-parts.js';
 import { diag } from '../util/diag.js';
 
@@ -49,13 +50,14 @@ export class ConnectionTracker {
   private lastBackstopSweep = Date.now();
   /** When the engine last had to reinstall its counters (someone flushed them). */
   private countersRestartedAt = 0;
-  private refreshing: { at: number; done: Promise<number> } | undefined;
   readonly stats: TrackerStats = emptyStats();
   private readonly membership: Membership;
+  private readonly live: LiveCounts;
 
   constructor(private readonly parts: TrackerParts) {
     this.membership = new Membership(parts.registry, parts.followChildren ? parts.resolve?.lineage : undefined, this.stats);
     this.counting = new Counting(parts.engine, this.stats, { capacity: parts.capacity, thresholdGc: () => this.thresholdGc() });
+    this.live = new LiveCounts((conns) => this.counting.read(conns), () => this.table.all());
     this.unclaimed = new UnclaimedConnections({ graceMs: parts.graceMs, rememberMs: Math.max(parts.graceMs, IGNORE_TTL_MS), maxHeld: parts.maxUnclaimed });
     parts.resolve?.resolver.on('refined', (key: ConnKey, now: Attribution) => this.refine(key, now));
   }
@@ -98,7 +100,7 @@ export class ConnectionTracker {
   }
 
   private async handle(ev: ConnEvent, id: string, gen: number): Promise<void> {
-    const tracked = this.table.get(ev.key);
+    const tracked = this.table.getById(id);
     if (ev.kind === 'syn' || ev.kind === 'syn-ack') {
       if (tracked) {
         if (ev.kind === 'syn' && (tracked.finSent || tracked.finReceived || tracked.closing)) {
@@ -195,11 +197,17 @@ export class ConnectionTracker {
       return this.leaveUnclaimed({ ...base, pid: attribution.pid, source: attribution.source });
     }
     this.stats.attributedBy[attribution.source] = (this.stats.attributedBy[attribution.source] ?? 0) + 1;
-    await this.track({ key: ev.key, iface: scope.iface, proc, openedBy, start: ev.time, attribution: attribution.source, generation });
+    // Not waiting for the begin batch: the connection's FIN is handled meanwhile, and its
+    // record waits for the begin in finish() — the begin batch can then wait for company
+    // (fewer kernel transactions) without delaying the close.
+    this.track({ id, key: ev.key, iface: scope.iface, proc, openedBy, start: ev.time, attribution: attribution.source, generation });
   }
 
-  /** Starts tracking and counting a connection of a profiled process. */
-  private async track(c: {
+  /** Starts tracking and counting a connection of a profiled process; conn.begun settles when
+   * its counting is set up. */
+  private track(c: {
+    /** keyString(key), when the caller has it. */
+    id?: string;
     key: ConnKey;
     iface: string;
     proc: ProfiledProcess;
@@ -210,8 +218,8 @@ export class ConnectionTracker {
     /** The datapath has counted it since `start` (default: when start is known). */
     countedSinceStart?: boolean;
     late?: boolean;
-  }): Promise<TrackedConnection> {
-    const id = keyString(c.key);
+  }): TrackedConnection {
+    const id = c.id ?? keyString(c.key);
     const conn: TrackedConnection = {
       id,
       generation: c.generation ?? this.generations.current(id),
@@ -238,7 +246,6 @@ export class ConnectionTracker {
       conn.counting = outcome === 'from-first-packet' && this.countersRestartedAt > (conn.start ?? 0) ? 'from-now' : outcome;
       return conn.counting;
     });
-    await conn.begun;
     return conn;
   }
 
@@ -271,7 +278,7 @@ export class ConnectionTracker {
       if (u.reason === 'own-api' || u.pid !== undefined) return;
       return this.enqueue(id, () => this.resolvedLate(u, now.pid!, now.source), 'refined');
     }
-    const conn = this.table.get(key);
+    const conn = this.table.getById(id);
     if (!conn || now.pid === conn.pid) return;
     const proc = this.membership.profiledProcess(now.pid);
     if (!proc || proc.job !== conn.job) return;
@@ -306,10 +313,11 @@ export class ConnectionTracker {
       this.stats.lateClaimed += 1;
       if (closed) this.stats.lateClosed += 1;
     }
-    const conn = await this.track({ key: u.key, iface: scope.iface, proc, openedBy: u.openedBy, start: u.time, attribution, generation: u.generation, countedSinceStart: held, late });
+    const conn = this.track({ id: u.id, key: u.key, iface: scope.iface, proc, openedBy: u.openedBy, start: u.time, attribution, generation: u.generation, countedSinceStart: held, late });
     conn.finSent = u.finSent;
     conn.finReceived = u.finReceived;
     if (closed) conn.closedBeforeClaim = true;
+    await conn.begun; // a claim is done once its counting is set up
     if (u.rst) await this.scheduleClose(conn, 'rst');
     else if (u.finSent && u.finReceived) await this.scheduleClose(conn, 'fin');
   }
@@ -358,7 +366,7 @@ export class ConnectionTracker {
       }
       this.stats.lateFound += 1;
       claimed += 1;
-      await this.track({ key: s.key, iface: scope.iface, proc, openedBy: 'unknown', attribution: 'procfs', late: opts.late });
+      await this.track({ key: s.key, iface: scope.iface, proc, openedBy: 'unknown', attribution: 'procfs', late: opts.late }).begun;
     }
     return claimed;
   }
@@ -414,43 +422,15 @@ export class ConnectionTracker {
     return flagged;
   }
 
-  /** Refreshes the live counters shown by the API. One kernel read serves every caller within
-   * half a second (a metrics scrape asks for each job in turn). With `only` (one job's view,
-   * onlyKey its id), reads just those connections, by key: the cost grows with the job, not
-   * with the node; the job's read, too, serves its callers for half a second. Resolves with
-   * when the read that served began. */
+  /** Refreshes the live counters shown by the API (see LiveCounts). Resolves with when the
+   * read that served began. */
   refreshCounts(only?: readonly TrackedConnection[], onlyKey?: string): Promise<number> {
-    const fresh = this.refreshing && Date.now() - this.refreshing.at < 500;
-    if (only) {
-      // A read of every connection just made serves this job too; so does this job's own.
-      if (fresh) return this.refreshing!.done;
-      const mine = onlyKey === undefined ? undefined : this.ownReads.get(onlyKey);
-      if (mine && Date.now() - mine.at < 500) return mine.done;
-      const done = this.readLiveCounts(only);
-      if (onlyKey !== undefined) {
-        for (const [k, r] of this.ownReads) if (Date.now() - r.at >= 500) this.ownReads.delete(k);
-        this.ownReads.set(onlyKey, { at: Date.now(), done });
-      }
-      return done;
-    }
-    if (fresh) return this.refreshing!.done;
-    const done = this.readLiveCounts();
-    this.refreshing = { at: Date.now(), done };
-    return done;
+    return this.live.refresh(only, onlyKey);
   }
 
-  /** Per job (refreshCounts' onlyKey), its last own read, kept half a second. */
-  private readonly ownReads = new Map<string, { at: number; done: Promise<number> }>();
-
   /** When the live counts of every connection were last read (epoch ms; 0: never). */
-  countsReadAt = 0;
-
-  /** Resolves with when the read began. */
-  private async readLiveCounts(only?: readonly TrackedConnection[]): Promise<number> {
-    const at = Date.now();
-    await this.counting.read((only ?? this.table.all()).filter((c) => c.counting !== 'no-room' && !c.closing));
-    if (!only) this.countsReadAt = at;
-    return at;
+  get countsReadAt(): number {
+    return this.live.readAt;
   }
 
   /**

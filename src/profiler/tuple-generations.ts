@@ -10,22 +10,27 @@ import type { ConnEvent } from '../capture/events.js';
  * read by then can no longer be counted, and must not take the new one's.
  */
 export class TupleGenerations {
-  private readonly byId = new Map<string, { gen: number; closed: boolean }>();
+  /** generation × 2, plus 1 once a FIN or RST was seen. A tuple with no entry is at generation
+   * 0 and open: the usual connection, which then costs no entry while it stays open. */
+  private readonly byId = new Map<string, number>();
 
   /** Notes an event as capture delivers it; returns the generation it belongs to. */
   observe(id: string, kind: ConnEvent['kind']): number {
-    let t = this.byId.get(id);
-    if (!t) this.byId.set(id, (t = { gen: 0, closed: false }));
-    if (kind === 'syn' && t.closed) {
-      t.gen += 1;
-      t.closed = false;
-    } else if (kind === 'fin' || kind === 'rst') t.closed = true;
-    return t.gen;
+    const t = this.byId.get(id);
+    if (t === undefined) {
+      if (kind === 'fin' || kind === 'rst') this.byId.set(id, 1);
+      return 0;
+    }
+    const closed = (t & 1) === 1;
+    // A SYN after the close opens the next generation; the first FIN or RST closes this one.
+    const next = (kind === 'syn' && closed) || ((kind === 'fin' || kind === 'rst') && !closed) ? t + 1 : t;
+    if (next !== t) this.byId.set(id, next);
+    return next >> 1;
   }
 
   /** The newest generation seen on this tuple (0 if none is pending). */
   current(id: string): number {
-    return this.byId.get(id)?.gen ?? 0;
+    return (this.byId.get(id) ?? 0) >> 1;
   }
 
   /** True when a newer connection has opened on this tuple since generation `gen`. */

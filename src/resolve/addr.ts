@@ -9,7 +9,7 @@ export const canonicalAddr = trafficAddress;
 export function tupleId(localAddr: string, localPort: number, remoteAddr: string, remotePort: number): string {
   const l = canonicalAddr(localAddr);
   const r = canonicalAddr(remoteAddr);
-  return `${l.family}|${l.addr}|${localPort}|${r.addr}|${remotePort}`;
+  return [l.family, l.addr, localPort, r.addr, remotePort].join('|'); // flat: see keyString
 }
 
 export function keyId(k: ConnKey): string {

@@ -1,5 +1,5 @@
-import { isIP } from 'node:net';
 import type { Family } from '../connection.js';
+import { textFamily } from '../address.js';
 import { canonicalAddr } from './addr.js';
 
 /** The events the tracer reports; see program.ts for the line format. */
@@ -37,8 +37,13 @@ export type TraceEvent = SocketEvent | ForkEvent | ExitEvent;
 
 const UINT = /^\d{1,20}$/;
 
+/** As UINT.test(text), then Number(text): six fields per event, in the daemon's main loop. */
 function uint(text: string | undefined, max: number): number | undefined {
-  if (text === undefined || !UINT.test(text)) return undefined;
+  if (text === undefined || text.length === 0 || text.length > 20) return undefined;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 48 || c > 57) return undefined;
+  }
   const n = Number(text);
   return n <= max ? n : undefined;
 }
@@ -60,7 +65,7 @@ export function parseEventLine(line: string): TraceEvent | undefined {
       const rport = uint(f[7], 65535);
       const netns = uint(f[8], U32);
       if (pid === undefined || fam === undefined || lport === undefined || rport === undefined || netns === undefined) return undefined;
-      if (isIP(f[4]!) !== fam || isIP(f[6]!) !== fam) return undefined;
+      if (textFamily(f[4]!) !== fam || textFamily(f[6]!) !== fam) return undefined;
       const l = canonicalAddr(f[4]!);
       const r = canonicalAddr(f[6]!);
       const ev: SocketEvent = {

@@ -1,5 +1,5 @@
 import { readdir, readlink } from 'node:fs/promises';
-import type { ConnKey } from '../connection.js';
+import { keyString, type ConnKey } from '../connection.js';
 import { readTcpTables, TCP_STATE, type TcpRow } from './procfs.js';
 
 export interface OwnedSocket {
@@ -58,6 +58,6 @@ export async function socketsOf(pids: Iterable<number>, netPid: number | 'self' 
 export async function openConnectionIds(netPid: number | 'self' = 'self', procRoot = '/proc'): Promise<Set<string>> {
   const rows = await readTcpTables(netPid, procRoot, OPEN_STATES);
   const ids = new Set<string>();
-  for (const r of rows) ids.add(`${r.localAddr}|${r.localPort}|${r.remoteAddr}|${r.remotePort}`);
+  for (const r of rows) ids.add(keyString(r));
   return ids;
 }
