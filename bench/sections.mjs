@@ -2,8 +2,7 @@
 // closed (burst), and the API with 10,000 registered processes and 10,000 live connections
 // (api_load). Both run in a private namespace pair of their own (bench/lib/ns.mjs), drive the
 // daemon build run.mjs chose, and call its API over a Unix socket with node:http.
-import { spawn } from 'node:child_process';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createPair, exited, nsSpawn, sleep, spawnReady, stopChild, waitLine } from './lib/ns.mjs';
 import { LogWatcher, ROOT, startDaemon } from './lib/daemon.mjs';
@@ -156,6 +155,18 @@ export async function burstBench({ n, quick, work, log, exactness, startOracle, 
   }
 }
 
+/** Until `ip netns exec` has entered the namespace and exec'd the program (pid kept). */
+async function execed(pid, comm) {
+  for (let i = 0; i < 500; i++) {
+    try {
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm) return;
+    } catch {
+      return; // gone: the registration will say so
+    }
+    await sleep(2);
+  }
+}
+
 /**
  * The API at PROCS registered processes (PROCS − 1 idle `sleep`s, each its own job, and one
  * holder) and CONNS live connections (the holder's): each call SAMPLES times in turn over the
@@ -180,8 +191,11 @@ export async function apiLoadBench({ procs, conns, samples, work, log, cpuProf, 
     const worker = async () => {
       while (next < procs) {
         const i = next++;
-        const s = spawn('sleep', ['3600'], { stdio: 'ignore' });
+        // In the daemon's namespace, as a batch job's processes are: one in another namespace
+        // is a container to the daemon, which then looks for its link.
+        const s = nsSpawn(pair.node.ns, 'sleep', ['3600'], { stdio: 'ignore' });
         sleepers.push(s);
+        await execed(s.pid, 'sleep');
         const r = await reg(`job${i % 1000}.${i}`, s.pid);
         if (r.status !== 201) throw new Error(`register ${s.pid}: ${r.status} ${r.body}`);
         regMs.push(r.ms);
@@ -220,8 +234,9 @@ export async function apiLoadBench({ procs, conns, samples, work, log, cpuProf, 
     await measure(`GET /v1/jobs (${procs - groups.length + 1} jobs)`, () => daemon.call('GET', '/v1/jobs'));
     await measure('GET /v1/jobs/job7.7 (one idle process)', () => daemon.call('GET', '/v1/jobs/job7.7'));
     await measure('POST a process, then DELETE its job', async () => {
-      const s = spawn('sleep', ['60'], { stdio: 'ignore' });
+      const s = nsSpawn(pair.node.ns, 'sleep', ['60'], { stdio: 'ignore' });
       sleepers.push(s);
+      await execed(s.pid, 'sleep');
       const a = await reg('bench-x', s.pid);
       const b = await daemon.call('DELETE', '/v1/jobs/bench-x');
       s.kill('SIGKILL');
