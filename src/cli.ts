@@ -5,8 +5,10 @@ import type { Override } from './config/config.js';
 import { addTools } from './tools/cli.js';
 import { capYoungGeneration } from './util/young-generation.js';
 
-/** V8's semi-space cap for the daemon (MB): see capYoungGeneration. */
-const SEMI_SPACE_MB = 2;
+/** V8's semi-space cap for the daemon (MB): see capYoungGeneration. 2 MB held 10,000 open
+ * connections in 105 MB; under a burst of 50,000 it spent 2.9 s in GC against 1.3 s at V8's 16.
+ * 4 is between. */
+const SEMI_SPACE_MB = 4;
 
 const semiSpace = (value: string): number => {
   const mb = Number(value);
