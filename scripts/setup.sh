@@ -34,6 +34,7 @@ want runc runc                # podman's runtime here: crun refuses this machine
 # falls back to CNI, whose bridge and IPAM the tests do not expect
 dpkg -s netavark >/dev/null 2>&1 || need="$need netavark"
 dpkg -s aardvark-dns >/dev/null 2>&1 || need="$need aardvark-dns"
+dpkg -s catatonit >/dev/null 2>&1 || need="$need catatonit"   # podman's --init (the HTCondor wrapper's tests)
 want busybox busybox-static   # the container image and the VM's initramfs
 want cpio cpio                # the initramfs archive
 want qemu-system-x86_64 qemu-system-x86   # a VM under TCG (see test/support/qemu.ts)
