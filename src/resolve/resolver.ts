@@ -4,7 +4,8 @@ import type { ConnKey } from '../connection.js';
 import { canonicalAddr, isWildcard, keyId, tupleId } from './addr.js';
 import type { SocketEvent, TraceEvent } from './events.js';
 import type { Lineage } from './lineage.js';
-import { readTcpTables, SocketIndex, TCP_STATE, type TcpRow } from './procfs.js';
+import { SocketIndex, TCP_STATE, type TcpRow } from './procfs.js';
+import { SharedTcpTables } from './tcp-tables.js';
 
 /**
  * Connection → process. First from eBPF events (exact: the kernel saw that process connect or
@@ -111,7 +112,7 @@ export class Resolver extends EventEmitter {
   private eventsReadUpTo = 0;
   private eventReceivedAt = 0;
   /** The last socket-table read, and when it began (epoch ms). */
-  private tables: { began: number; rows: Promise<Tables>; running: boolean } | undefined;
+  private readonly tables: SharedTcpTables;
   private readonly st: ResolverStats = {
     bySource: { 'ebpf-connect': 0, 'ebpf-accept': 0, procfs: 0, listener: 0, tap: 0, unresolved: 0 },
     unresolved: {},
@@ -140,6 +141,7 @@ export class Resolver extends EventEmitter {
       procRoot: options.procRoot ?? '/proc',
     };
     this.index = new SocketIndex(this.o.procRoot);
+    this.tables = new SharedTcpTables(this.o.netPid, this.o.procRoot);
     const tracer = this.o.tracer;
     if (tracer?.live) this.liveSince = Date.now();
     const onEvent = (ev: TraceEvent) => {
@@ -201,7 +203,7 @@ export class Resolver extends EventEmitter {
    */
   async owners(key: ConnKey): Promise<number[]> {
     const id = keyId(key);
-    const row = (await this.readTables(Date.now())).byId.get(id);
+    const row = (await this.tables.read(Date.now())).byId.get(id);
     if (!row || !row.inode) return [];
     return this.index.owners(row.inode, this.o.lineage.live());
   }
@@ -320,50 +322,11 @@ export class Resolver extends EventEmitter {
     return a;
   }
 
-  /** The tcp tables of the served namespace, from a read that began at `since` (epoch ms) or
-   * later: a lookup needs a read begun after its connection opened. Every lookup a read serves
-   * shares it, and while one runs, those it cannot serve share the one read that follows it
-   * (under a burst a read is ~100k rows: one per lookup blocked the loop for seconds, and with
-   * eBPF off every connection asks). */
-  private readTables(since: number): Promise<Tables> {
-    const cur = this.tables;
-    if (cur && cur.began >= since) return cur.rows;
-    if (cur?.running) {
-      this.nextTables ??= cur.rows.then(
-        () => this.startRead(),
-        () => this.startRead(),
-      );
-      return this.nextTables;
-    }
-    return this.startRead();
-  }
-
-  private nextTables: Promise<Tables> | undefined;
-
-  private startRead(): Promise<Tables> {
-    this.nextTables = undefined;
-    const began = Date.now();
-    const rows = readTcpTables(this.o.netPid, this.o.procRoot).then((list) => ({
-      rows: list,
-      byId: new Map(list.filter((r) => r.state !== TCP_STATE.LISTEN).map((r) => [rowId(r), r])),
-    }));
-    const read = { began, rows, running: true };
-    this.tables = read;
-    rows.then(
-      () => (read.running = false),
-      () => {
-        read.running = false;
-        if (this.tables === read) this.tables = undefined;
-      },
-    );
-    return rows;
-  }
-
   private async fromProc(key: ConnKey, { opener, time }: ResolveOptions): Promise<Answer> {
     const lineage = this.o.lineage;
     if (!lineage.live().size) return unresolved('no-tracked-processes', 'no tracked process is alive');
     const id = keyId(key);
-    const { rows, byId } = await this.readTables(time);
+    const { rows, byId } = await this.tables.read(time);
     const row = byId.get(id);
     if (row && row.inode) {
       let pids = await this.index.owners(row.inode, lineage.live());
@@ -408,10 +371,6 @@ export class Resolver extends EventEmitter {
   }
 }
 
-interface Tables {
-  rows: TcpRow[];
-  byId: Map<string, TcpRow>;
-}
 
 interface Answer {
   a: Attribution;
@@ -426,9 +385,6 @@ function fromEvent(ev: SocketEvent): Attribution {
   return { pid: ev.pid, source: ev.kind === 'connect' ? 'ebpf-connect' : 'ebpf-accept', exact: true };
 }
 
-function rowId(r: TcpRow): string {
-  return tupleId(r.localAddr, r.localPort, r.remoteAddr, r.remotePort);
-}
 
 function stateName(state: number): string {
   return Object.entries(TCP_STATE).find(([, v]) => v === state)?.[0] ?? String(state);
