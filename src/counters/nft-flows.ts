@@ -56,10 +56,7 @@ export async function readFlows(store: ElementStore, keys: readonly ConnKey[]): 
       if (!tuples.has(out)) tuples.set(out, outTuple(k));
       if (!tuples.has(inn)) tuples.set(inn, inTuple(k));
     }
-    if (!tuples.size) continue;
-    const ids = [...tuples.keys()];
-    const got = await store.get(flowsSet(f), f, [...tuples.values()]);
-    got.forEach((e, i) => e && flows.set(ids[i]!, e)); // in the order asked
+    await getInto(flows, store, f, tuples);
   }
   return flows;
 }
@@ -70,12 +67,17 @@ export async function readTuples(store: ElementStore, list: readonly Tuple[]): P
   for (const f of [4, 6] as const) {
     const tuples = new Map<string, Tuple>();
     for (const t of list) if (t.family === f) tuples.set(tupleId(t), t);
-    if (!tuples.size) continue;
-    const ids = [...tuples.keys()];
-    const got = await store.get(flowsSet(f), f, [...tuples.values()]);
-    got.forEach((e, i) => e && flows.set(ids[i]!, e));
+    await getInto(flows, store, f, tuples);
   }
   return flows;
+}
+
+/** Reads one family's elements (id → tuple) into `flows`, under their ids. */
+async function getInto(flows: Flows, store: ElementStore, f: 4 | 6, tuples: ReadonlyMap<string, Tuple>): Promise<void> {
+  if (!tuples.size) return;
+  const ids = [...tuples.keys()];
+  const got = await store.get(flowsSet(f), f, [...tuples.values()]);
+  got.forEach((e, i) => e && flows.set(ids[i]!, e)); // in the order asked
 }
 
 /** Checked counts of begun connections, in their order: both directions of each read by key,

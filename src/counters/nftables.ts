@@ -131,7 +131,6 @@ export class NftablesEngine implements CounterEngine {
   begin(items: ReadonlyArray<BeginItem>): Promise<BeginOutcome[]> {
     return this.kernel.serial(async () => {
       const fresh = new Map<string, Begun>();
-      const seen = new Set<string>();
       const retag: Array<{ old: Begun; owner: CounterOwner }> = [];
       const opener = new Map<string, Tuple>();
       const outcomes: Array<BeginOutcome | Begun> = items.map(({ key, owner, seenOpening, openedBy }) => {
@@ -146,7 +145,6 @@ export class NftablesEngine implements CounterEngine {
         if (this.begun.size + fresh.size >= this.capacity) return 'no-room';
         const b: Begun = { key: k, owner, outcome: 'from-first-packet', seenOpening: seenOpening === true };
         fresh.set(id, b);
-        if (seenOpening) seen.add(id);
         if (seenOpening) opener.set(id, openedBy === 'remote' ? inTuple(k) : outTuple(k));
         return b;
       });
@@ -158,7 +156,7 @@ export class NftablesEngine implements CounterEngine {
         // a connection is counted only from our `add`, which its outcome must say. Through nft
         // that read would list the whole set (0.17 s at 10,000): skipped; its end() still finds
         // a connection nothing counted.
-        if (retag.length === 0 && seen.size === fresh.size) {
+        if (retag.length === 0 && opener.size === fresh.size) {
           if (this.store!.kind === 'netlink') {
             const present = await this.readTuples([...opener.values()]);
             for (const [id, b] of fresh) if (!present.has(tupleId(opener.get(id)!))) b.outcome = 'from-now';

@@ -146,9 +146,10 @@ export class Resolver extends EventEmitter {
     if (tracer?.live) this.liveSince = Date.now();
     const onEvent = (ev: TraceEvent) => {
       const now = Date.now();
-      this.eventsReadUpTo = Math.max(this.eventsReadUpTo, now - Number(process.hrtime.bigint() - ev.ns) / 1e6);
+      const at = now - Number(process.hrtime.bigint() - ev.ns) / 1e6; // the kernel's time, epoch ms
+      this.eventsReadUpTo = Math.max(this.eventsReadUpTo, at);
       this.eventReceivedAt = now;
-      if (ev.kind === 'connect' || ev.kind === 'accept') this.onSocketEvent(ev);
+      if (ev.kind === 'connect' || ev.kind === 'accept') this.onSocketEvent(ev, at, now);
     };
     const onStatus = (s: { state: string }) => {
       if (s.state === 'live') this.liveSince = Math.min(this.liveSince, Date.now());
@@ -220,13 +221,12 @@ export class Resolver extends EventEmitter {
     clearTimeout(this.ticking);
   }
 
-  private onSocketEvent(ev: SocketEvent): void {
+  private onSocketEvent(ev: SocketEvent, at: number, now: number): void {
     if (ev.netns !== this.netns) {
       this.st.eventsOtherNetns += 1;
       return;
     }
-    const now = Date.now();
-    const k: Kept = { ev, at: now - Number(process.hrtime.bigint() - ev.ns) / 1e6, received: now };
+    const k: Kept = { ev, at, received: now };
     const id = tupleId(ev.localAddr, ev.localPort, ev.remoteAddr, ev.remotePort);
     this.kept.delete(id); // re-insert at the end: the map's order is its expiry order
     this.kept.set(id, k);

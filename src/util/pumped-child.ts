@@ -27,7 +27,7 @@ export class PumpedChild extends EventEmitter {
   exitCode: number | null = null;
   signalCode: NodeJS.Signals | null = null;
   private readonly worker: Worker;
-  /** A signal asked for before the child was known to run: sent when it is. */
+  /** A signal asked for before the child was known to run: sent once it is. */
   private killed: NodeJS.Signals | undefined;
 
   constructor(file: string, args: readonly string[], options: PumpOptions = {}) {
@@ -107,7 +107,7 @@ export class PumpedChild extends EventEmitter {
 
   kill(signal: NodeJS.Signals = 'SIGTERM'): void {
     // Signalled from here, not through the worker: this also works while the process exits.
-    this.killed = signal;
+    if (this.pid === undefined) this.killed = signal;
     if (this.running) {
       try {
         process.kill(this.pid!, signal);
