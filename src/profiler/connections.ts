@@ -1,5 +1,6 @@
 import { keyString, type ConnKey } from '../connection.js';
 import type { BeginOutcome, Counts } from '../counters/engine.js';
+import type { ProfiledProcess } from '../registry/registry.js';
 
 /** A connection of a profiled process, from its first sight until its record is written. */
 export interface TrackedConnection {
@@ -38,6 +39,22 @@ export interface TrackedConnection {
   counts?: Counts;
   /** When those were read (epoch ms, when the read began). */
   countsAt?: number;
+}
+
+/** What starting to track a connection takes. */
+export interface NewConnection {
+  /** keyString(key), when the caller has it. */
+  id?: string;
+  key: ConnKey;
+  iface: string;
+  proc: ProfiledProcess;
+  openedBy: TrackedConnection['openedBy'];
+  start?: number;
+  attribution: string;
+  generation?: number;
+  /** The datapath has counted it since `start` (default: when start is known). */
+  countedSinceStart?: boolean;
+  late?: boolean;
 }
 
 /** The tracked connections, indexed by key and by owning process. */

@@ -1,35 +1,28 @@
 import { keyString, type ConnKey } from '../connection.js';
 import type { ConnEvent } from '../capture/events.js';
 import type { Attribution } from '../resolve/index.js';
-import { openConnectionIds, socketsOf } from '../resolve/sockets.js';
 import type { EndReason } from '../log/record.js';
-import type { ProfiledProcess } from '../registry/registry.js';
 import { Membership } from './membership.js';
-import { ConnectionTable, type TrackedConnection } from './connections.js';
+import { ConnectionTable, type NewConnection, type TrackedConnection } from './connections.js';
+import { Claims } from './claims.js';
 import { Counting } from './counting.js';
 import { TupleGenerations } from './tuple-generations.js';
-import { UnclaimedConnections, type Unclaimed } from './unclaimed.js';
+import { UnclaimedConnections, isClosed, type Unclaimed } from './unclaimed.js';
 import { REUSED_NOTE, toRecord } from './records.js';
 import { emptyStats, type TrackerStats } from './tracker-stats.js';
 import { LiveCounts } from './live-counts.js';
 import type { TrackerParts } from './tracker-parts.js';
-import { diag } from '../util/diag.js';
+import { EventChains } from './event-chains.js';
+import { Collector, type CollectedTracker } from './collector.js';
 
 export type { TrackerStats };
 export type { RecordSink, TrackerParts, TrackerResolve, TrackerSite } from './tracker-parts.js';
 
 /** After both FINs (or an RST) the record waits this long, so the last ACK is counted too. */
 const CLOSE_GRACE_MS = 25;
-/** A connection younger than this is not reclaimed as closed: /proc may lag the SYN. */
-const GC_MIN_AGE_MS = 2_000;
 /** How long a connection is remembered after its record is written or its counters are given
  * up, so that its late FIN, RST or SYN-ACK is recognised without another lookup. */
 const IGNORE_TTL_MS = 30_000;
-/** The full listing sweep is a backstop for counters capture never told us about (its SYN was
- * not seen): rare, since it lists the whole set. */
-const BACKSTOP_SWEEP_MS = 60_000;
-/** Least time between two collections forced by RULES_THRESHOLD. */
-const THRESHOLD_GC_PAUSE_MS = 1_000;
 /**
  * From connection events to records: resolves who opened a connection, keeps those of profiled
  * processes (and their children) counted, and writes each one's record when it ends. Events of
@@ -37,7 +30,9 @@ const THRESHOLD_GC_PAUSE_MS = 1_000;
  */
 export class ConnectionTracker {
   readonly table = new ConnectionTable();
-  private readonly chains = new Map<string, Promise<void>>();
+  private readonly chains = new EventChains((id) => {
+    if (!this.table.has(id) && !this.unclaimed.has(id)) this.generations.release(id);
+  });
   private readonly generations = new TupleGenerations();
   /** Our connections whose record is written: id → until when their late events are
    * duplicates rather than unknown. */
@@ -45,9 +40,8 @@ export class ConnectionTracker {
   /** Connections nobody profiles (yet): the grace list a late registration claims from. */
   readonly unclaimed: UnclaimedConnections;
   private readonly counting: Counting;
-  private gcRunning: Promise<void> | undefined;
-  private lastGcEnd = 0;
-  private lastBackstopSweep = Date.now();
+  private readonly collector: Collector;
+  private readonly claims: Claims;
   /** When the engine last had to reinstall its counters (someone flushed them). */
   private countersRestartedAt = 0;
   readonly stats: TrackerStats = emptyStats();
@@ -55,10 +49,22 @@ export class ConnectionTracker {
   private readonly live: LiveCounts;
 
   constructor(private readonly parts: TrackerParts) {
-    this.membership = new Membership(parts.registry, parts.followChildren ? parts.resolve?.lineage : undefined, this.stats);
-    this.counting = new Counting(parts.engine, this.stats, { capacity: parts.capacity, thresholdGc: () => this.thresholdGc() });
-    this.live = new LiveCounts((conns) => this.counting.read(conns), () => this.table.all());
     this.unclaimed = new UnclaimedConnections({ graceMs: parts.graceMs, rememberMs: Math.max(parts.graceMs, IGNORE_TTL_MS), maxHeld: parts.maxUnclaimed });
+    this.membership = new Membership(parts.registry, parts.followChildren ? parts.resolve?.lineage : undefined, this.stats);
+    this.counting = new Counting(parts.engine, this.stats, { capacity: parts.capacity, thresholdGc: () => this.collector.atThreshold() });
+    this.collector = new Collector(this.collectable(), parts.registry, this.counting, this.stats, parts.engine !== undefined);
+    this.claims = new Claims({
+      table: this.table,
+      unclaimed: this.unclaimed,
+      chains: this.chains,
+      stats: this.stats,
+      scope: parts.scope,
+      profiledProcess: (pid) => this.membership.profiledProcess(pid),
+      track: (c) => this.track(c),
+      scheduleClose: (c, reason) => this.scheduleClose(c, reason),
+      netPid: () => this.netPid(),
+    });
+    this.live = new LiveCounts((conns) => this.counting.read(conns), () => this.table.all());
     parts.resolve?.resolver.on('refined', (key: ConnKey, now: Attribution) => this.refine(key, now));
   }
 
@@ -67,20 +73,7 @@ export class ConnectionTracker {
     this.stats.events[ev.kind] += 1;
     const id = keyString(ev.key);
     const gen = this.generations.observe(id, ev.kind);
-    this.enqueue(id, () => this.handle(ev, id, gen), ev.kind);
-  }
-
-  /** Runs work for one connection after the work already queued for it: its events stay in order. */
-  private enqueue(id: string, work: () => Promise<void>, what: string): void {
-    const next = (this.chains.get(id) ?? Promise.resolve())
-      .then(work)
-      .catch((e: Error) => diag.error('connection event failed', { kind: what, key: id, error: e.message }));
-    this.chains.set(id, next);
-    void next.finally(() => {
-      if (this.chains.get(id) !== next) return;
-      this.chains.delete(id);
-      if (!this.table.has(id) && !this.unclaimed.has(id)) this.generations.release(id);
-    });
+    this.chains.enqueue(id, () => this.handle(ev, id, gen), ev.kind);
   }
 
   /** How the engine's begin, end and discard batches are going. */
@@ -90,13 +83,13 @@ export class ConnectionTracker {
 
   /** Resolves once the events received before this call have been handled (later ones may go
    * on): ending a process must first let its last connections reach the table. */
-  async settle(): Promise<void> {
-    await Promise.all([...this.chains.values()]);
+  settle(): Promise<void> {
+    return this.chains.settle();
   }
 
   /** Resolves once every event received so far has been handled, and those after it too. */
-  async drain(): Promise<void> {
-    while (this.chains.size > 0) await Promise.all([...this.chains.values()]);
+  drain(): Promise<void> {
+    return this.chains.drain();
   }
 
   private async handle(ev: ConnEvent, id: string, gen: number): Promise<void> {
@@ -205,20 +198,7 @@ export class ConnectionTracker {
 
   /** Starts tracking and counting a connection of a profiled process; conn.begun settles when
    * its counting is set up. */
-  private track(c: {
-    /** keyString(key), when the caller has it. */
-    id?: string;
-    key: ConnKey;
-    iface: string;
-    proc: ProfiledProcess;
-    openedBy: TrackedConnection['openedBy'];
-    start?: number;
-    attribution: string;
-    generation?: number;
-    /** The datapath has counted it since `start` (default: when start is known). */
-    countedSinceStart?: boolean;
-    late?: boolean;
-  }): TrackedConnection {
+  private track(c: NewConnection): TrackedConnection {
     const id = c.id ?? keyString(c.key);
     const conn: TrackedConnection = {
       id,
@@ -276,7 +256,7 @@ export class ConnectionTracker {
     const u = this.unclaimed.get(id);
     if (u) {
       if (u.reason === 'own-api' || u.pid !== undefined) return;
-      return this.enqueue(id, () => this.resolvedLate(u, now.pid!, now.source), 'refined');
+      return this.chains.enqueue(id, () => this.claims.resolvedLate(u, now.pid!, now.source), 'refined');
     }
     const conn = this.table.getById(id);
     if (!conn || now.pid === conn.pid) return;
@@ -289,86 +269,12 @@ export class ConnectionTracker {
     this.table.add(conn);
   }
 
-  private async resolvedLate(u: Unclaimed, pid: number, source: string): Promise<void> {
-    if (this.unclaimed.get(u.id) !== u) return;
-    u.pid = pid; // not profiled now: a registration within the grace may still claim it
-    u.source = source;
-    delete u.reason;
-    const proc = this.membership.profiledProcess(pid);
-    if (!proc) return;
-    this.stats.resolvedLate += 1;
-    await this.claimUnclaimed(u, proc, `${source}-late`, false);
-  }
-
-  /** Tracks a connection from the grace list, with what was seen of it meanwhile; one that
-   * already closed is logged at once. */
-  private async claimUnclaimed(u: Unclaimed, proc: ProfiledProcess, attribution: string, late: boolean): Promise<void> {
-    if (this.table.has(u.id) || this.unclaimed.get(u.id) !== u) return; // taken or replaced meanwhile
-    const held = this.unclaimed.claim(u.id) !== undefined;
-    this.unclaimed.forget(u.id);
-    const scope = this.parts.scope.ofCaptured(u.key, u.iface);
-    if (scope.iface === undefined) return;
-    const closed = isClosed(u);
-    if (late) {
-      this.stats.lateClaimed += 1;
-      if (closed) this.stats.lateClosed += 1;
-    }
-    const conn = this.track({ id: u.id, key: u.key, iface: scope.iface, proc, openedBy: u.openedBy, start: u.time, attribution, generation: u.generation, countedSinceStart: held, late });
-    conn.finSent = u.finSent;
-    conn.finReceived = u.finReceived;
-    if (closed) conn.closedBeforeClaim = true;
-    await conn.begun; // a claim is done once its counting is set up
-    if (u.rst) await this.scheduleClose(conn, 'rst');
-    else if (u.finSent && u.finReceived) await this.scheduleClose(conn, 'fin');
-  }
-
   /**
    * A registration (late: the process may have connected before the scheduler told us) or a
-   * capture gap: claims these processes' connections. From the grace list first — those seen
-   * opening, counted from their first packet, also the ones that have closed since — then from
-   * their fd tables the open ones nothing saw open, placed by the kernel's route (counted from
-   * their first packet when the datapath still holds them, else from now: partial).
+   * capture gap: claims these processes' connections (see Claims).
    */
-  async claimConnectionsOf(pids: Iterable<number>, opts: { late: boolean }): Promise<number> {
-    const family = new Set(pids);
-    let claimed = 0;
-    const own = (pid: number | undefined): ProfiledProcess | undefined => (pid !== undefined && family.has(pid) ? this.membership.profiledProcess(pid) : undefined);
-    for (const u of this.unclaimed.heldWhere((x) => x.pid !== undefined && family.has(x.pid))) {
-      const proc = own(u.pid);
-      // Queued behind whatever is pending for it (its FIN may be arriving right now).
-      if (!proc || this.table.has(u.id)) continue;
-      claimed += 1;
-      this.enqueue(u.id, () => this.claimUnclaimed(u, proc, u.source ?? 'ebpf', opts.late), 'claim');
-    }
-    await this.settle();
-    const netPid = this.netPid();
-    const found = netPid === undefined ? [] : await socketsOf(family, netPid).catch((e: Error) => {
-      diag.warn('cannot read the socket tables', { error: e.message });
-      return [];
-    });
-    for (const s of found) {
-      const id = keyString(s.key);
-      if (this.table.has(id) || this.chains.has(id)) continue;
-      // A registered process, or (FOLLOW_CHILDREN) a descendant, which joins its ancestor's job.
-      const proc = this.membership.profiledProcess(s.pid);
-      if (!proc) continue;
-      const u = this.unclaimed.get(id);
-      if (u && u.reason !== 'own-api') {
-        claimed += 1;
-        await this.claimUnclaimed(u, proc, 'procfs', opts.late);
-        continue;
-      }
-      const scope = await this.parts.scope.ofFound(s.key);
-      if (scope.iface === undefined) {
-        if (scope.why === 'own-api') this.stats.ownApi += 1;
-        else this.stats.outOfScope[scope.why] = (this.stats.outOfScope[scope.why] ?? 0) + 1;
-        continue;
-      }
-      this.stats.lateFound += 1;
-      claimed += 1;
-      await this.track({ key: s.key, iface: scope.iface, proc, openedBy: 'unknown', attribution: 'procfs', late: opts.late }).begun;
-    }
-    return claimed;
+  claimConnectionsOf(pids: Iterable<number>, opts: { late: boolean }): Promise<number> {
+    return this.claims.ofProcesses(pids, opts);
   }
 
   /** The daemon's last act: one read of every counter, one record per connection. The engine's
@@ -433,58 +339,24 @@ export class ConnectionTracker {
     return this.live.readAt;
   }
 
-  /**
-   * Reclaims what no FIN told us about: connections of processes that died, and closed sockets
-   * of live ones (the original's future-work item 1); each is logged first. Also forgets
-   * datapath counters nobody claimed.
-   */
+  /** Reclaims what no FIN told us about (see Collector); one collection at a time. */
   gc(why: 'threshold' | 'periodic'): Promise<void> {
-    this.gcRunning ??= this.collect(why).finally(() => {
-      this.gcRunning = undefined;
-      this.lastGcEnd = Date.now();
-    });
-    return this.gcRunning;
+    return this.collector.collect(why);
   }
 
-  /** At the threshold, collect — but at most once a second: a collection that freed nothing
-   * must not be repeated for every new connection, each waiting for it (the queue of closes
-   * would then grow, and with it the number counted: a spiral the benchmark hit). Returns
-   * whether one ran. */
-  private async thresholdGc(): Promise<boolean> {
-    if (!this.gcRunning && Date.now() - this.lastGcEnd < THRESHOLD_GC_PAUSE_MS) return false;
-    await this.gc('threshold');
-    return true;
-  }
-
-  private async collect(why: string): Promise<void> {
-    this.stats.gcRuns += 1;
-    const now = Date.now();
-    const registry = this.parts.registry;
-    const dead = registry.dead();
-    const deadPids = new Set(dead.map((p) => p.pid));
-    const netPid = this.netPid();
-    const open = netPid === undefined ? undefined : await openConnectionIds(netPid).catch(() => undefined);
-    const reclaim = this.table.all().filter((c) => {
-      // A connection whose events are still being handled will be closed by them.
-      if (c.closing || this.chains.has(c.id)) return false;
-      if (deadPids.has(c.pid)) return true;
-      const young = c.start !== undefined && now - c.start < GC_MIN_AGE_MS;
-      return open !== undefined && !young && !open.has(c.id);
-    });
-    await this.finish(reclaim, 'gc');
-    this.stats.gcReclaimed += reclaim.length;
-    for (const p of dead) if (p.parent !== undefined) registry.remove(p); // children: nobody will end them
-    const { released, forgotten } = this.unclaimed.expire(now);
-    this.giveUp(released);
-    for (const id of forgotten) if (!this.chains.has(id) && !this.table.has(id)) this.generations.release(id);
-    if (this.parts.engine && now - this.lastBackstopSweep >= BACKSTOP_SWEEP_MS) {
-      this.lastBackstopSweep = now;
-      // Kept: what we count, and the grace list's counters (a registration may claim them).
-      const inUse = [...this.table.all().map((c) => c.key), ...this.unclaimed.heldKeys()];
-      this.stats.gcSwept += await this.counting.sweep(inUse);
-    }
-    for (const [id, until] of this.finished) if (until < now) this.finished.delete(id);
-    if (reclaim.length) diag.info('garbage collected', { why, reclaimed: reclaim.length, dead_processes: dead.length });
+  private collectable(): CollectedTracker {
+    return {
+      quietConnections: () => this.table.all().filter((c) => !c.closing && !this.chains.has(c.id)),
+      finish: (conns, reason) => this.finish(conns, reason),
+      expire: (now) => {
+        const { released, forgotten } = this.unclaimed.expire(now);
+        this.giveUp(released);
+        for (const id of forgotten) if (!this.chains.has(id) && !this.table.has(id)) this.generations.release(id);
+        for (const [id, until] of this.finished) if (until < now) this.finished.delete(id);
+      },
+      inUse: () => [...this.table.all().map((c) => c.key), ...this.unclaimed.heldKeys()],
+      netPid: () => this.netPid(),
+    };
   }
 
   /** Whose /proc/PID/net tables hold this tracker's sockets ('self': the daemon's). */
@@ -496,8 +368,4 @@ export class ConnectionTracker {
     const until = this.finished.get(id);
     return until !== undefined && until >= time;
   }
-}
-
-function isClosed(u: Unclaimed): boolean {
-  return u.rst || (u.finSent && u.finReceived);
 }

@@ -156,3 +156,8 @@ export class UnclaimedConnections {
     };
   }
 }
+
+/** Both FINs seen, or an RST. */
+export function isClosed(u: Unclaimed): boolean {
+  return u.rst || (u.finSent && u.finReceived);
+}
