@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// Keyed reads over netlink, synchronous against on the thread pool (issue 14): per-call time
-// for 1 … 20,000 keys, and the longest the event loop stood still during each kind of call.
-// Decides NetlinkStore's ASYNC_GET_MIN_KEYS (docs/counters.md).
+// Keyed reads and changes over netlink, synchronous against on the thread pool (issue 14):
+// per-call time for 1 … 20,000 keys, and the longest the event loop stood still during each kind
+// of call. Decides NetlinkStore's ASYNC_MIN_KEYS (docs/counters.md).
 //
 //   node bench/reads.mjs [--n=20000] [--reps=200]      (after `npm run setup`; root)
 //
@@ -39,7 +39,7 @@ async function stall(fn) {
 const pair = await createPair('reads');
 try {
   const kernel = new Kernel(pair.node.ns);
-  const layout = { table: 'bench', flowsSize: 4 * N + 1024, ownersSize: 1024, priority: 500, interfaces: ['veth0'] };
+  const layout = { table: 'bench', flowsSize: 4 * N + 1024, ownersSize: N + 1024, priority: 500, interfaces: ['veth0'] };
   await kernel.withBatchFile(tableText(layout), async (path) => {
     const r = await kernel.run('nft', ['-f', path]);
     if (r.code) throw new Error(r.stderr);
@@ -65,6 +65,38 @@ try {
     for (let i = 0; i < 3; i++) {
       r.stallSync.push(await stall(async () => addon.get(h, 'flows4', 16, keys)));
       r.stallAsync.push(await stall(() => addon.getAsync(h, 'flows4', 16, keys)));
+    }
+    const f = (ms) => (ms < 1 ? `${(ms * 1000).toFixed(0)} µs` : `${ms.toFixed(1)} ms`);
+    console.log(`| ${k} | ${f(median(r.sync))} | ${f(median(r.async))} | ${f(median(r.stallSync))} | ${f(median(r.stallAsync))} |`);
+  }
+  // Changes: a batch as the engine makes one per connection (both directions' elements added to
+  // flows4, the owner's to owners4 with its comment), then deleted again.
+  const other = encodeKeys(4, Array.from({ length: N }, (_, i) => ({ tuple: tuple(N + i) })));
+  const batch = (k, op) => [
+    [op, 'flows4', 16, other.subarray(0, 16 * k), null],
+    [op, 'owners4', 16, other.subarray(16 * k, 32 * k), op === 0 ? Array.from({ length: k }, (_, i) => `pid=${i} job=bench`) : null],
+  ];
+  console.log('');
+  console.log(`| connections changed (add, then delete; set of ${N}) | sync | async (thread pool) | loop stalled, sync | loop stalled, async |`);
+  console.log('|---|---|---|---|---|');
+  for (const k of [1, 8, 32, 64, 128, 1000, 5000]) {
+    const reps = Math.max(3, Math.min(REPS, Math.round((REPS * 20) / k)));
+    const r = { sync: [], async: [], stallSync: [], stallAsync: [] };
+    for (let i = 0; i < reps; i++) {
+      let t0 = performance.now();
+      addon.apply(h, batch(k, 0));
+      addon.apply(h, batch(k, 2));
+      r.sync.push((performance.now() - t0) / 2);
+      t0 = performance.now();
+      await addon.applyAsync(h, batch(k, 0));
+      await addon.applyAsync(h, batch(k, 2));
+      r.async.push((performance.now() - t0) / 2);
+    }
+    for (let i = 0; i < 3; i++) {
+      r.stallSync.push(await stall(async () => addon.apply(h, batch(k, 0))));
+      addon.apply(h, batch(k, 2));
+      r.stallAsync.push(await stall(() => addon.applyAsync(h, batch(k, 0))));
+      addon.apply(h, batch(k, 2));
     }
     const f = (ms) => (ms < 1 ? `${(ms * 1000).toFixed(0)} µs` : `${ms.toFixed(1)} ms`);
     console.log(`| ${k} | ${f(median(r.sync))} | ${f(median(r.async))} | ${f(median(r.stallSync))} | ${f(median(r.stallAsync))} |`);

@@ -8,15 +8,16 @@ import type { Tuple } from './tuple.js';
 /**
  * The elements through our own netfilter netlink socket (native/nfset): batched changes in one
  * transaction, reads by key (many keys per message), dumps only when a whole set is wanted.
- * Big reads run on libuv's thread pool (a job's 20,000 keys take ~100 ms: the event loop must
- * go on meanwhile); changes and small reads are synchronous, cheaper than a trip to the pool
- * (docs/counters.md). Calls are queued here, one at a time on the socket, whoever makes them.
+ * Big reads and changes run on libuv's thread pool (a job's 20,000 keys take ~100 ms, a batch of
+ * 1,000 connections' changes ~15 ms: the event loop must go on meanwhile); small ones are
+ * synchronous, cheaper than a trip to the pool (docs/counters.md). Calls are queued here, one at a time on the socket, whoever makes them.
  */
 /** linux/netfilter.h */
 const NFPROTO_INET = 1;
 const NFPROTO_NETDEV = 5;
-/** Keyed reads of at least this many keys go to the thread pool (measured: docs/counters.md). */
-export const ASYNC_GET_MIN_KEYS = 64;
+/** Keyed reads and changes of at least this many keys go to the thread pool (measured:
+ * docs/counters.md). */
+export const ASYNC_MIN_KEYS = 64;
 
 export class NetlinkStore implements ElementStore {
   readonly kind = 'netlink' as const;
@@ -45,7 +46,9 @@ export class NetlinkStore implements ElementStore {
       });
     if (!msgs.length) return true;
     try {
-      this.addon.apply(this.open(), msgs);
+      const keys = ops.reduce((n, o) => n + o.elems.length, 0);
+      if (keys >= ASYNC_MIN_KEYS) await this.addon.applyAsync(this.open(), msgs);
+      else this.addon.apply(this.open(), msgs);
       return true;
     } catch (e) {
       if (!isNfsetError(e)) throw e;
@@ -59,7 +62,7 @@ export class NetlinkStore implements ElementStore {
     return this.exclusive(async () => {
       const keys = encodeKeys(family, tuples.map((tuple) => ({ tuple })));
       const h = this.open();
-      const [found, counters, comments] = tuples.length >= ASYNC_GET_MIN_KEYS ? await this.addon.getAsync(h, set, keyLen(family), keys) : this.addon.get(h, set, keyLen(family), keys);
+      const [found, counters, comments] = tuples.length >= ASYNC_MIN_KEYS ? await this.addon.getAsync(h, set, keyLen(family), keys) : this.addon.get(h, set, keyLen(family), keys);
       return tuples.map((tuple, i) => (found[i] ? element(tuple, counters, comments, i) : undefined));
     });
   }

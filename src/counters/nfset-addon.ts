@@ -18,6 +18,8 @@ export interface NfsetAddon {
   open(nsPath: string | null, table: string, family: number): NfsetHandle;
   close(h: NfsetHandle): void;
   apply(h: NfsetHandle, ops: NfsetOp[]): void;
+  /** The same transaction on libuv's thread pool (handle busy until it settles, as getAsync). */
+  applyAsync(h: NfsetHandle, ops: NfsetOp[]): Promise<void>;
   get(h: NfsetHandle, set: string, keyLen: number, keys: Buffer): NfsetGot;
   /** The same exchange on libuv's thread pool. Until it settles, every other call on the
    * handle throws EBUSY (one request at a time on a socket); close() waits for it. */

@@ -2,15 +2,16 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ASYNC_GET_MIN_KEYS, encodeKeys, NetlinkStore } from '../../../src/counters/netlink-store.js';
+import { ASYNC_MIN_KEYS, encodeKeys, NetlinkStore } from '../../../src/counters/netlink-store.js';
 import { loadNfset } from '../../../src/counters/nfset-addon.js';
 import { parseSets, tableText, type SetElement } from '../../../src/counters/nft-ruleset.js';
 import type { Tuple } from '../../../src/counters/tuple.js';
 import { createPair, nsRun, type Pair } from '../../support/netns.js';
 import { runMany } from './harness.js';
 
-/** Keyed reads on libuv's thread pool (issue 14): the event loop runs on meanwhile, the socket
- * serves one request at a time, and the counters read are the kernel's, as nft lists them. */
+/** Keyed reads and big changes on libuv's thread pool (issue 14): the event loop runs on
+ * meanwhile, the socket serves one request at a time, and the counters read are the kernel's,
+ * as nft lists them. */
 
 const t4 = (i: number, port = 7000): Tuple => ({ family: 4, saddr: `10.9.${(i >> 8) & 255}.${i & 255}`, sport: 1024 + (i % 60000), daddr: '192.0.2.9', dport: port });
 const keyOfTuple = (t: Tuple): string => JSON.stringify(t);
@@ -124,15 +125,61 @@ describe('asynchronous keyed reads over netlink', () => {
     const read = addon.getAsync(h, 'flows4', 16, keys);
     expect(() => addon.get(h, 'flows4', 16, keys)).toThrow(expect.objectContaining({ code: 'EBUSY' }));
     expect(() => addon.apply(h, [[0, 'flows4', 16, keys, null]])).toThrow(expect.objectContaining({ code: 'EBUSY' }));
+    expect(() => addon.applyAsync(h, [[0, 'flows4', 16, keys, null]])).toThrow(expect.objectContaining({ code: 'EBUSY' }));
     addon.close(h); // while the read is in flight: done at its completion
     const [found] = await read;
     expect(found.every((f) => f === 0)).toBe(true);
     expect(() => addon.get(h, 'flows4', 16, keys)).toThrow(/closed/);
     expect(() => addon.getAsync(h, 'flows4', 16, keys)).toThrow(/closed/);
+    // The same for a change in flight: its keys are copied, so a caller reusing the Buffer at
+    // once changes nothing of what is applied.
+    const h2 = addon.open(`/run/netns/${pair.node.ns}`, 'dp', 1);
+    const applying = addon.applyAsync(h2, [[0, 'flows4', 16, keys, null]]);
+    expect(() => addon.get(h2, 'flows4', 16, keys)).toThrow(expect.objectContaining({ code: 'EBUSY' }));
+    const original = Buffer.from(keys);
+    keys.fill(0);
+    await applying;
+    const [added] = addon.get(h2, 'flows4', 16, original);
+    expect(added.every((f) => f === 1)).toBe(true);
+    addon.apply(h2, [[2, 'flows4', 16, original, null]]);
+    addon.close(h2);
+  });
+
+  it('applies a big change on the thread pool: the loop runs on, the elements and comments are there, a refused one changes nothing', async () => {
+    const flows = Array.from({ length: 6000 }, (_, i) => t4(i, 7500));
+    const owners = flows.slice(0, 900); // owners4 holds 1,000
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 1);
+    const ok = await store.apply([
+      { op: 'add', set: 'flows4', elems: flows.map((tuple) => ({ tuple })) },
+      { op: 'add', set: 'owners4', elems: owners.map((tuple, i) => ({ tuple, comment: `pid=${i} job=j${i % 7}` })) },
+    ]);
+    clearInterval(ticker);
+    expect(ok).toBe(true);
+    expect(ticks).toBeGreaterThan(0);
+    const listedFlows = new Set((await listed('flows4')).map((e) => keyOfTuple(e.tuple)));
+    expect(flows.every((t) => listedFlows.has(keyOfTuple(t)))).toBe(true);
+    const listedOwners = await listed('owners4');
+    expect(listedOwners).toHaveLength(owners.length);
+    const comment = new Map(listedOwners.map((e) => [keyOfTuple(e.tuple), e.comment]));
+    owners.forEach((t, i) => expect(comment.get(keyOfTuple(t))).toBe(`pid=${i} job=j${i % 7}`));
+    // One transaction: a batch whose last message the kernel refuses (no such set) changes nothing.
+    const more = Array.from({ length: 200 }, (_, i) => t4(i, 7600));
+    expect(await store.apply([
+      { op: 'add', set: 'flows4', elems: more.map((tuple) => ({ tuple })) },
+      { op: 'add', set: 'nosuch', elems: more.map((tuple) => ({ tuple })) },
+    ])).toBe(false);
+    expect(store.lastError).toMatch(/No such file or directory/);
+    expect((await store.get('flows4', 4, more)).every((e) => e === undefined)).toBe(true);
+    expect(await store.apply([
+      { op: 'delete', set: 'owners4', elems: owners.map((tuple) => ({ tuple })) },
+      { op: 'delete', set: 'flows4', elems: flows.map((tuple) => ({ tuple })) },
+    ])).toBe(true);
+    expect(await listed('owners4')).toHaveLength(0);
   });
 
   it('reports a missing set as an error, from the thread pool too', async () => {
-    const many = Array.from({ length: ASYNC_GET_MIN_KEYS + 1 }, (_, i) => t4(i));
+    const many = Array.from({ length: ASYNC_MIN_KEYS + 1 }, (_, i) => t4(i));
     await expect(store.get('nosuch', 4, many)).rejects.toMatchObject({ code: 'ENOENT' });
     await expect(store.get('nosuch', 4, many.slice(0, 1))).rejects.toMatchObject({ code: 'ENOENT' });
     expect(await store.dump('nosuch', 4)).toBeUndefined();
