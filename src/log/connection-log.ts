@@ -4,6 +4,9 @@ import { RotatingFile } from './rotating-file.js';
 import { toJsonl, toTsv, type ConnectionRecord } from './record.js';
 import { diag } from '../util/diag.js';
 
+/** Most records in one write: bounds the string built for it (~10 MB of records). */
+const MAX_RUN = 20_000;
+
 export interface ConnectionLogOptions {
   dir: string;
   format: 'tsv' | 'jsonl';
@@ -32,6 +35,7 @@ export class ConnectionLog {
   private readonly files = new Map<string, RotatingFile>();
   private readonly pending: ConnectionRecord[] = [];
   private retryTimer: NodeJS.Timeout | undefined;
+  private flushing: NodeJS.Immediate | undefined;
   readonly stats: LogStats = { written: 0, buffered: 0, overflowed: 0, writeErrors: 0 };
 
   constructor(private readonly opts: ConnectionLogOptions) {}
@@ -41,6 +45,8 @@ export class ConnectionLog {
     mkdirSync(this.opts.dir, { recursive: true });
   }
 
+  /** Queues the record; what one turn of the event loop queued is written at its end, in one
+   * write per file (close() writes what is still queued). */
   write(record: ConnectionRecord): void {
     const limit = this.opts.bufferLimit ?? 100_000;
     if (this.pending.length >= limit) {
@@ -49,27 +55,41 @@ export class ConnectionLog {
       return;
     }
     this.pending.push(record);
-    this.flush();
+    this.stats.buffered = this.pending.length;
+    if (this.flushing || this.retryTimer) return; // a retry is due: it writes this one too
+    this.flushing = setImmediate(() => {
+      this.flushing = undefined;
+      this.flush();
+    });
   }
 
   /** Writes what is pending, in order; on failure keeps the rest and retries later. */
   flush(): boolean {
     while (this.pending.length > 0) {
-      const record = this.pending[0]!;
+      // A run of records for one file, written at once.
+      const iface = this.pending[0]!.iface;
+      let n = 1;
+      while (n < this.pending.length && n < MAX_RUN && this.pending[n]!.iface === iface) n++;
+      const units = this.pending.slice(0, n).map((r) => (this.opts.format === 'jsonl' ? toJsonl(r) : toTsv(r)));
       try {
-        this.file(record.iface).write(this.opts.format === 'jsonl' ? toJsonl(record) : toTsv(record));
+        this.file(iface).writeAll(units);
       } catch (e) {
-        this.failed(record.iface, e as Error);
+        const written = (e as { written?: number }).written ?? 0;
+        this.pending.splice(0, written);
+        this.stats.written += written;
+        this.failed(iface, e as Error);
         break;
       }
-      this.pending.shift();
-      this.stats.written += 1;
+      this.pending.splice(0, n);
+      this.stats.written += n;
     }
     this.stats.buffered = this.pending.length;
     return this.pending.length === 0;
   }
 
   close(): void {
+    clearImmediate(this.flushing);
+    this.flushing = undefined;
     this.flush();
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;

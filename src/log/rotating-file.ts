@@ -23,18 +23,51 @@ export class RotatingFile {
 
   /** Appends `text` whole; throws the system error (ENOSPC, EACCES …) if it cannot. */
   write(text: string): void {
-    const data = Buffer.from(text, 'utf8');
-    const fd = this.open();
-    if (this.shouldRoll(data.length)) {
-      this.roll();
-      return this.write(text);
+    this.writeAll([text]);
+  }
+
+  /**
+   * Appends units in order, each whole, rolling between two of them as a write of each would,
+   * with one write(2) per file instead of one per unit (a burst's 50,000 records spent ~0.8 s
+   * of the event loop in system calls). On an error, what the failed write began is taken back
+   * and the error is thrown with `written`: how many units are in the file.
+   */
+  writeAll(units: readonly string[]): number {
+    let done = 0;
+    while (done < units.length) {
+      this.open();
+      let len = 0;
+      let end = done;
+      for (; end < units.length; end++) {
+        const n = Buffer.byteLength(units[end]!, 'utf8');
+        if (this.wouldRoll(this.size + len, n)) break;
+        len += n;
+      }
+      if (end === done) {
+        // The next unit does not fit what is left of this file: roll, then it goes first.
+        this.roll();
+        this.open();
+        end = done + 1;
+        len = Buffer.byteLength(units[done]!, 'utf8');
+      }
+      try {
+        this.append(Buffer.from(end - done === 1 ? units[done]! : units.slice(done, end).join(''), 'utf8'));
+      } catch (e) {
+        throw Object.assign(e as Error, { written: done });
+      }
+      done = end;
     }
+    return done;
+  }
+
+  private append(data: Buffer): void {
+    const fd = this.fd!;
     let off = 0;
     try {
       while (off < data.length) off += writeSync(fd, data, off);
     } catch (e) {
-      // Disk full mid-record (a short write, then ENOSPC): take the part back, so that the retry
-      // writes the record whole instead of after a torn half of it.
+      // Disk full mid-write (a short write, then ENOSPC): take the part back, so that the retry
+      // writes the units whole instead of after a torn half of one.
       if (off > 0) {
         try {
           ftruncateSync(fd, this.size);
@@ -60,8 +93,9 @@ export class RotatingFile {
     return this.fd;
   }
 
-  private shouldRoll(len: number): boolean {
-    return this.maxBytes > 0 && this.backupCount > 0 && this.size > 0 && this.size + len >= this.maxBytes;
+  /** Whether a unit of len bytes, written when the file holds `at`, must go to a fresh file. */
+  private wouldRoll(at: number, len: number): boolean {
+    return this.maxBytes > 0 && this.backupCount > 0 && at > 0 && at + len >= this.maxBytes;
   }
 
   private roll(): void {

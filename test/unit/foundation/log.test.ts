@@ -135,6 +135,39 @@ describe('rolling like RotatingFileHandler', () => {
   });
 });
 
+describe('records of one turn written together', () => {
+  it('rolls a batch at the same records as one write each would', () => {
+    const units = Array.from({ length: 300 }, (_, i) => `${'x'.repeat(i % 37)} record ${i}\n`);
+    const [a, b] = [dir(), dir()];
+    const one = new RotatingFile(join(a, 'eth0.log'), 700, 4);
+    for (const u of units) one.write(u);
+    one.close();
+    const all = new RotatingFile(join(b, 'eth0.log'), 700, 4);
+    expect(all.writeAll(units.slice(0, 150))).toBe(150);
+    expect(all.writeAll(units.slice(150))).toBe(150);
+    all.close();
+    for (const name of ['eth0.log', 'eth0.log.1', 'eth0.log.2', 'eth0.log.3', 'eth0.log.4']) {
+      expect(readFileSync(join(b, name), 'utf8')).toBe(readFileSync(join(a, name), 'utf8'));
+    }
+    expect(existsSync(join(b, 'eth0.log.5'))).toBe(false);
+  });
+
+  it('writes 20,000 records queued in one turn, in order, before the next turn and at close', async () => {
+    const d = dir();
+    const log = new ConnectionLog({ dir: d, format: 'jsonl', maxBytes: 0, backupCount: 0 });
+    log.open();
+    for (let i = 0; i < 20_000; i++) log.write(record({ iface: i % 3 ? 'eth0' : 'lo', pid: i }));
+    await new Promise((r) => setImmediate(r));
+    expect(log.stats).toMatchObject({ written: 20_000, buffered: 0 });
+    log.write(record({ iface: 'eth0', pid: 20_000 }));
+    log.close(); // what is still queued is written
+    const pids = (f: string) => readFileSync(join(d, f), 'utf8').trim().split('\n').map((l) => JSON.parse(l).pid as number);
+    const eth0 = pids('eth0.log');
+    expect(eth0).toEqual([...Array.from({ length: 20_000 }, (_, i) => i).filter((i) => i % 3), 20_000]);
+    expect(pids('lo.log')).toEqual(Array.from({ length: 20_000 }, (_, i) => i).filter((i) => i % 3 === 0));
+  });
+});
+
 describe('connection log faults', () => {
   it('holds records while the log is unwritable and writes them, in order, when it is writable again', async () => {
     const d = dir();
@@ -145,6 +178,7 @@ describe('connection log faults', () => {
     mkdirSync(join(logDir, 'eth0.log'));
     log.write(record({ iface: 'eth0', pid: 1 }));
     log.write(record({ iface: 'eth0', pid: 2 }));
+    await new Promise((r) => setImmediate(r)); // written at the end of the turn
     expect(log.stats.buffered).toBe(2);
     expect(log.stats.writeErrors).toBeGreaterThan(0);
     rmdirSync(join(logDir, 'eth0.log'));
