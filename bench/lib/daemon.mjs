@@ -1,7 +1,7 @@
 // The netprof daemon as the benchmark runs it: `ip netns exec NS node dist/cli.js daemon
 // --config FILE PORT`, jsonl log, never rolled, API reached with curl inside the namespace.
 import { request } from 'node:http';
-import { closeSync, mkdtempSync, openSync, readSync, statSync, watch, writeFileSync } from 'node:fs';
+import { closeSync, createWriteStream, mkdtempSync, openSync, readSync, statSync, watch, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { exited, nsRun, nsSpawn } from './ns.mjs';
@@ -29,12 +29,16 @@ export async function startDaemon(ns, config, opts = {}) {
   // directly with node:http: no curl process per call in the figures.
   const text = ['[CONFIG]', `LOG_DIR = ${logDir}`, 'LOG_FORMAT = jsonl', 'MAX_BYTES = 0', ...(opts.socket ? ['SOCKET = api.sock'] : []), ...Object.entries(config).map(([k, v]) => `${k} = ${v}`)];
   writeFileSync(join(dir, 'config.ini'), `${text.join('\n')}\n`);
-  const nodeArgs = opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`] : [];
+  // Diagnostics (not in the figures): NETPROF_BENCH_NODE_ARGS adds node options to every daemon
+  // (e.g. "--trace-gc"), NETPROF_BENCH_STDOUT appends their stdout to a file.
+  const extra = (process.env.NETPROF_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const nodeArgs = [...(opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`] : []), ...extra];
   const t0 = performance.now();
   const child = nsSpawn(ns, process.execPath, [...nodeArgs, CLI, 'daemon', '--config', join(dir, 'config.ini'), String(port)]);
   let err = '';
   child.stderr.on('data', (d) => (err += d.toString()));
-  child.stdout.resume();
+  if (process.env.NETPROF_BENCH_STDOUT) child.stdout.pipe(createWriteStream(process.env.NETPROF_BENCH_STDOUT, { flags: 'a' }));
+  else child.stdout.resume();
   await new Promise((res, rej) => {
     const t = setTimeout(() => rej(new Error(`daemon not ready after 30 s:\n${err}`)), 30_000);
     const check = () => {
