@@ -50,8 +50,11 @@ export class RotatingFile {
         end = done + 1;
         len = Buffer.byteLength(units[done]!, 'utf8');
       }
+      // Encoded straight into one buffer: no joined copy of the records on the JavaScript heap.
+      const data = Buffer.allocUnsafe(len);
+      for (let i = done, at = 0; i < end; i++) at += data.write(units[i]!, at, 'utf8');
       try {
-        this.append(Buffer.from(end - done === 1 ? units[done]! : units.slice(done, end).join(''), 'utf8'));
+        this.append(data);
       } catch (e) {
         throw Object.assign(e as Error, { written: done });
       }
