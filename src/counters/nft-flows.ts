@@ -1,6 +1,6 @@
 import type { BeginOutcome, ConnKey, CounterOwner, Counts } from './engine.js';
 import type { ElementStore } from './element-store.js';
-import { countsOf, ETHERNET_HEADER, flowsSet, type SetElement } from './nft-ruleset.js';
+import { countsOf, ETHERNET_HEADER, flowsSet, pendSet, type SetElement } from './nft-ruleset.js';
 import { connId, inId, inTuple, outTuple, tupleId, type Tuple } from './tuple.js';
 
 /** The nftables engine's reads of its flows sets, and what their elements mean as counts. */
@@ -108,4 +108,16 @@ export async function allFlows(store: ElementStore, table: string): Promise<Flow
     for (const e of all) flows.set(tupleId(e.tuple), e);
   }
   return flows;
+}
+
+/**
+ * Tuple ids of the datapath's failed adds still remembered (pend4/6, see countingRules) in these
+ * families: a connection with either direction there lost packets before its element existed,
+ * whether a retry made it later or not. A dump, not a keyed read: the sets hold only failures
+ * (normally none), while a keyed read of absent keys costs a request per key.
+ */
+export async function failedAdds(store: ElementStore, families: Iterable<4 | 6>): Promise<Set<string>> {
+  const ids = new Set<string>();
+  for (const f of new Set(families)) for (const e of (await store.dump(pendSet(f), f)) ?? []) ids.add(tupleId(e.tuple));
+  return ids;
 }
