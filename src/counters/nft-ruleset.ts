@@ -104,7 +104,7 @@ export function tableText(l: NftLayout): string {
  * `add` runs only when the add failed, and records the tuple in the counter-less pend set (a
  * slab allocation, not the per-CPU counter that fails). `accept` ends only our chain (later
  * hooks and chains still see the packet) and keeps a counted packet off the retry's lookup:
- * the retry costs a lookup only to packets that have no element.
+ * the retry costs a lookup only to packets that have no element, on the configured interfaces.
  */
 function countingRules(proto: (f: Family) => string, ifs = ''): string[] {
   return ([4, 6] as const).flatMap((f) => {
@@ -119,7 +119,8 @@ function countingRules(proto: (f: Family) => string, ifs = ''): string[] {
       // The common case first: an element exists, the packet is counted, nothing else runs.
       `${proto(f)} tcp flags & syn == 0 ${fwd} ${s} accept`,
       // No element, but its add failed earlier: try again (counts this packet when it works).
-      `${proto(f)} tcp flags & syn == 0 ${fwd} ${p} add ${s} { ${fwd} }`,
+      // Only where adds are made: other interfaces' packets skip the lookup.
+      `${proto(f)} tcp flags & syn == 0${ifs} ${fwd} ${p} add ${s} { ${fwd} }`,
       // A new connection also forgets an earlier one's failed adds, which would mark it partial.
       `${syn} delete ${s} { ${back} } delete ${s} { ${fwd} } delete ${p} { ${back} } delete ${p} { ${fwd} } add ${s} { ${fwd} } accept`,
       `${syn} add ${p} { ${fwd} }`,

@@ -65,6 +65,9 @@ describe('element batches', () => {
     }
     expect(chain[2]).toContain('delete @pend4 { ip daddr . tcp dport . ip saddr . tcp sport } delete @pend4 { ip saddr . tcp sport . ip daddr . tcp dport }');
     expect(pendTimeoutFor(30)).toBe(PEND_TIMEOUT_S);
+    // Only the configured interfaces' packets look in pend (the interface test comes first).
+    const onVeth = tableText({ table: 'netprof', flowsSize: 10, ownersSize: 10, priority: 500, interfaces: ['veth0'] });
+    expect(onVeth).toContain('tcp flags & syn == 0 oifname { "veth0" } ip saddr . tcp sport . ip daddr . tcp dport @pend4 add @flows4');
   });
 });
 
