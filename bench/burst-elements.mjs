@@ -345,18 +345,19 @@ async function main() {
   process.exit(results.some((r) => r.bothZero > 0) ? 1 : 0);
 }
 
-/** The rules as they were before the failed-add retry: no pend sets or rules, no `accept`, and
- * per family the SYN, SYN-ACK and counting rules in that order. */
+/** The rules as they were before the failed-add retry: no pend sets or rules, no `accept` (nor
+ * the rules that only accept), and per family the SYN, SYN-ACK and counting rules in that order. */
 function withoutPend(text) {
   const out = [];
-  let held = [];
+  const held = { 4: [], 6: [] };
   for (const line of text.split('\n')) {
-    if (/set pend[46] |add @pend[46]|@pend[46] add/.test(line)) continue;
+    if (/set pend[46] |add @pend[46]|@pend[46] add|^\s*(meta l4proto != tcp|tcp flags & syn == 0) accept$/.test(line)) continue;
     const l = line.replace(/ delete @pend[46] \{ [^}]+\}/g, '').replace(/ accept$/, '');
-    if (/tcp flags & syn == 0/.test(l)) held.push(l);
+    const f = / ip6 /.test(l) ? 6 : 4;
+    if (/tcp flags & syn == 0/.test(l)) held[f].push(l);
     else {
       out.push(l);
-      if (/== syn\|ack/.test(l)) (out.push(...held), (held = []));
+      if (/== syn\|ack/.test(l)) (out.push(...held[f]), (held[f] = []));
     }
   }
   return out.join('\n');

@@ -107,7 +107,7 @@ export function tableText(l: NftLayout): string {
  * the retry costs a lookup only to packets that have no element, on the configured interfaces.
  */
 function countingRules(proto: (f: Family) => string, ifs = ''): string[] {
-  return ([4, 6] as const).flatMap((f) => {
+  const parts = ([4, 6] as const).map((f) => {
     const ip = f === 4 ? 'ip' : 'ip6';
     const fwd = `${ip} saddr . tcp sport . ${ip} daddr . tcp dport`;
     const back = `${ip} daddr . tcp dport . ${ip} saddr . tcp sport`;
@@ -115,19 +115,26 @@ function countingRules(proto: (f: Family) => string, ifs = ''): string[] {
     const p = `@${pendSet(f)}`;
     const syn = `${proto(f)} tcp flags & (syn|ack) == syn${ifs}`;
     const synAck = `${proto(f)} tcp flags & (syn|ack) == syn|ack${ifs}`;
-    return [
-      // The common case first: an element exists, the packet is counted, nothing else runs.
-      `${proto(f)} tcp flags & syn == 0 ${fwd} ${s} accept`,
-      // No element, but its add failed earlier: try again (counts this packet when it works).
-      // Only where adds are made: other interfaces' packets skip the lookup.
-      `${proto(f)} tcp flags & syn == 0${ifs} ${fwd} ${p} add ${s} { ${fwd} }`,
-      // A new connection also forgets an earlier one's failed adds, which would mark it partial.
-      `${syn} delete ${s} { ${back} } delete ${s} { ${fwd} } delete ${p} { ${back} } delete ${p} { ${fwd} } add ${s} { ${fwd} } accept`,
-      `${syn} add ${p} { ${fwd} }`,
-      `${synAck} add ${s} { ${fwd} } accept`,
-      `${synAck} add ${p} { ${fwd} }`,
-    ];
+    return {
+      later: [
+        // The common case: an element exists, the packet is counted, nothing else runs.
+        `${proto(f)} tcp flags & syn == 0 ${fwd} ${s} accept`,
+        // No element, but its add failed earlier: try again (counts this packet when it works).
+        // Only where adds are made: other interfaces' packets skip the lookup.
+        `${proto(f)} tcp flags & syn == 0${ifs} ${fwd} ${p} add ${s} { ${fwd} }`,
+      ],
+      opening: [
+        // A new connection also forgets an earlier one's failed adds, which would mark it partial.
+        `${syn} delete ${s} { ${back} } delete ${s} { ${fwd} } delete ${p} { ${back} } delete ${p} { ${fwd} } add ${s} { ${fwd} } accept`,
+        `${syn} add ${p} { ${fwd} }`,
+        `${synAck} add ${s} { ${fwd} } accept`,
+        `${synAck} add ${p} { ${fwd} }`,
+      ],
+    };
   });
+  // Packets other than a SYN meet only their family's two rules: an uncounted one then leaves at
+  // the accept below instead of passing every SYN rule; and what is not TCP leaves at once.
+  return ['meta l4proto != tcp accept', ...parts.flatMap((x) => x.later), 'tcp flags & syn == 0 accept', ...parts.flatMap((x) => x.opening)];
 }
 
 function sets(l: NftLayout): string[] {

@@ -63,6 +63,10 @@ describe('element batches', () => {
       expect(chain[i]!.startsWith(`${match} `) && chain[i]!.endsWith(` add @flows4 ${fwd} accept`)).toBe(true);
       expect(chain[i + 1]).toBe(`${match} add @pend4 ${fwd}`);
     }
+    // Non-TCP leaves at once; a non-SYN packet meets only its family's two rules, then leaves.
+    const output = text.slice(text.indexOf('chain output')).split('\n').map((l) => l.trim());
+    expect(output[1]).toBe('meta l4proto != tcp accept');
+    expect(output.slice(2, 7).map((l) => l.replace(/ .*?@(\w+).*/, ' $1'))).toEqual(['meta flows4', 'meta pend4', 'meta flows6', 'meta pend6', 'tcp flags & syn == 0 accept']);
     expect(chain[2]).toContain('delete @pend4 { ip daddr . tcp dport . ip saddr . tcp sport } delete @pend4 { ip saddr . tcp sport . ip daddr . tcp dport }');
     expect(pendTimeoutFor(30)).toBe(PEND_TIMEOUT_S);
     // Only the configured interfaces' packets look in pend (the interface test comes first).
