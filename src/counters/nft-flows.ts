@@ -111,13 +111,13 @@ export async function allFlows(store: ElementStore, table: string): Promise<Flow
 }
 
 /**
- * Tuple ids of the datapath's failed adds still remembered (pend4/6, see countingRules) in these
- * families: a connection with either direction there lost packets before its element existed,
- * whether a retry made it later or not. A dump, not a keyed read: the sets hold only failures
- * (normally none), while a keyed read of absent keys costs a request per key.
+ * Whether a connection of these families has a datapath add that failed and is still
+ * remembered (pend4/6, see countingRules) in either direction: it lost packets before its
+ * element existed, whether a retry made it later or not. A dump, not a keyed read: the sets hold
+ * only failures (normally none), while a keyed read of absent keys costs a request per key.
  */
-export async function failedAdds(store: ElementStore, families: Iterable<4 | 6>): Promise<Set<string>> {
+export async function failedAdds(store: ElementStore, families: Iterable<4 | 6>): Promise<(k: ConnKey) => boolean> {
   const ids = new Set<string>();
   for (const f of new Set(families)) for (const e of (await store.dump(pendSet(f), f)) ?? []) ids.add(tupleId(e.tuple));
-  return ids;
+  return (k) => ids.has(connId(k)) || ids.has(inId(k));
 }

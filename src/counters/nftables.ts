@@ -31,8 +31,7 @@ export interface NftablesOptions {
   /** Count one job's link (a container's veth, a VM's tap) on its device's own hooks: a
    * netdev table, whose connections' local end is the job's. */
   link?: string;
-  /** Seconds a failed datapath add is remembered (pend4/6): longer than any begin's delay after
-   * the SYN, LATE_GRACE included. Default PEND_TIMEOUT_S. */
+  /** Seconds a failed datapath add is remembered (pend4/6; default PEND_TIMEOUT_S). */
   pendTimeout?: number;
 }
 
@@ -154,8 +153,7 @@ export class NftablesEngine implements CounterEngine {
       if (fresh.size || retag.length) {
         // A direction whose datapath add failed was counted, at best, from a later packet's retry:
         // its element may exist and still lack the handshake, so such a connection is partial.
-        const failed = await failedAdds(this.store!, [...fresh.values()].map((b) => b.key.family));
-        const partial = (b: Begun): boolean => failed.has(tupleId(outTuple(b.key))) || failed.has(tupleId(inTuple(b.key)));
+        const partial = await failedAdds(this.store!, [...fresh.values()].map((b) => b.key.family));
         // The usual case: every connection was seen opening, so the datapath should hold its
         // elements, and `add` of an element that exists keeps its counter. Over netlink the
         // element its SYN made is read by key first (~4 µs): a dynamic set's insert from the
@@ -168,7 +166,7 @@ export class NftablesEngine implements CounterEngine {
             const present = await this.readTuples([...opener.values()]);
             for (const [id, b] of fresh) if (!present.has(tupleId(opener.get(id)!))) b.outcome = 'from-now';
           }
-          for (const b of fresh.values()) if (partial(b)) b.outcome = 'from-now';
+          for (const b of fresh.values()) if (partial(b.key)) b.outcome = 'from-now';
           if (await this.addBegun([...fresh.values()])) {
             for (const [id, b] of fresh) this.begun.set(id, b);
             return outcomes.map((o) => (typeof o === 'string' ? o : o.outcome));
@@ -188,7 +186,7 @@ export class NftablesEngine implements CounterEngine {
             // Both missing: the SYN was not seen (the connection predates us, another interface,
             // or the set was full). One missing: the handshake is under way; the SYN-ACK's `add`
             // will count into the element we add now.
-            b.outcome = missing.length === 2 || partial(b) ? 'from-now' : 'from-first-packet';
+            b.outcome = missing.length === 2 || partial(b.key) ? 'from-now' : 'from-first-packet';
             if (missing.length && !withFlowAdds) {
               b.outcome = 'no-room';
               continue;
