@@ -14,8 +14,9 @@
 //   --shrink            before the burst, add 50 elements from user space and delete them
 //                       (the daemon's first end/sweep/discard does that)
 //   --size 65536        flows sets' size
-//   --rule orig|nodelete|fixed
-//                       the SYN rule as installed (orig), without its deletes, or the fix
+//   --rule orig|nodelete|nopend
+//                       the rules as installed (orig), without the SYN rule's deletes, or as
+//                       before the failed-add retry (nopend: no pend sets, no retry, no accept)
 //   --repeat 1          bursts, each in a fresh table
 //   --first-port 20000  the client's first local port, one per connection; 0: the kernel's
 //                       choice (ports are then reused within a burst, see the report in
@@ -160,8 +161,15 @@ async function main() {
   const table = () => {
     let t = tableText(layout);
     if (opt.rule === 'nodelete') t = t.replace(/ delete @(flows[46]) \{ [^}]+\} delete @\1 \{ [^}]+\}/g, '');
+    if (opt.rule === 'nopend') t = withoutPend(t);
     return t;
   };
+
+  const pendTuples = async (session) => {
+    const r = await session.run('list set inet T pend4');
+    return new Set((parseSets(r.stdout).get('pend4') ?? []).map((e) => key(e.tuple)));
+  };
+  const key = (t) => `${t.saddr}:${t.sport}>${t.daddr}:${t.dport}`;
 
   const results = [];
   for (let rep = 0; rep < opt.repeat; rep++) {
@@ -184,7 +192,6 @@ async function main() {
       for (const e of parseSets(r.stdout).get('flows4') ?? []) m.set(`${e.tuple.saddr}:${e.tuple.sport}>${e.tuple.daddr}:${e.tuple.dport}`, e);
       return m;
     };
-    const key = (t) => `${t.saddr}:${t.sport}>${t.daddr}:${t.dport}`;
     if (opt.shrink) {
       const fake = Array.from({ length: 50 }, (_, i) => ({ tuple: { family: 4, saddr: '192.0.2.1', sport: 1000 + i, daddr: '192.0.2.2', dport: 80 } }));
       const e1 = await apply(new ElementBatch('T').add('flows4', fake));
@@ -280,6 +287,7 @@ async function main() {
     await w;
     const res = JSON.parse(readFileSync(out, 'utf8'));
     const flows = await list();
+    const pend = opt.rule === 'nopend' ? new Set() : await pendTuples(session);
     if (opt.dump) {
       const raw = await session.run('list set inet T flows4');
       writeFileSync(opt.dump, JSON.stringify({ rows: res.rows, readAtEnd: [...readAtEnd], raw: raw.stdout }));
@@ -289,6 +297,15 @@ async function main() {
 
     const lost = { out: 0, in: 0, both: 0, zeroOut: 0, zeroIn: 0, bothZero: 0 };
     const offsets = [];
+    // Connections with a direction whose datapath add failed (its tuple in pend4) and what their
+    // elements miss against the usual connection's packets (the median of the others).
+    const retried = { conns: 0, elements: 0, missingPackets: 0 };
+    const packetsOf = (row) => [tuple(row.port), back(tuple(row.port))].map((t) => flows.get(key(t))?.counter?.packets ?? 0);
+    const usual = (() => {
+      const clean = res.rows.filter((r) => r.port && !pend.has(key(tuple(r.port))) && !pend.has(key(back(tuple(r.port))))).map(packetsOf);
+      const med = (xs) => xs.sort((a, b) => a - b)[xs.length >> 1] ?? 0;
+      return [med(clean.map((c) => c[0])), med(clean.map((c) => c[1]))];
+    })();
     for (const row of res.rows.filter((r) => r.port)) {
       let o, i;
       if (opt.writer === 'daemon' || opt.writer === 'engine') {
@@ -304,6 +321,12 @@ async function main() {
       if (o < 0 && i < 0) lost.both++;
       if (o === 0) lost.zeroOut++;
       if (i === 0) lost.zeroIn++;
+      const failed = [tuple(row.port), back(tuple(row.port))].map((t) => pend.has(key(t)));
+      if (failed.some(Boolean)) {
+        retried.conns++;
+        const got = packetsOf(row);
+        failed.forEach((f, d) => f && (retried.elements++, (retried.missingPackets += Math.max(0, usual[d] - got[d]))));
+      }
       if (o <= 0 && i <= 0 && !fromNow.has(row.port)) {
         lost.bothZero++;
         offsets.push(Math.round(row.open - res.start));
@@ -313,11 +336,29 @@ async function main() {
       n: opt.n, conc: opt.conc, writer: opt.writer, oracle: opt.oracle, lag: opt.lag, shrink: opt.shrink, size: opt.size, rule: opt.rule,
       connected: res.rows.filter((r) => r.port).length, clientErrors: res.errors, burstMs: Math.round(res.end - res.start),
       elements: flows.size, batches, writerErrors: writerErrors.slice(0, 3), writerErrorCount: writerErrors.length,
-      ...lost, fromNow: fromNow.size, uncountedFirstMs: offsets.length ? Math.min(...offsets) : null, uncountedLastMs: offsets.length ? Math.max(...offsets) : null,
+      ...lost, fromNow: fromNow.size, pend: pend.size, retriedConns: retried.conns, retriedElements: retried.elements, retriedMissingPackets: retried.missingPackets, usualPackets: usual, uncountedFirstMs: offsets.length ? Math.min(...offsets) : null, uncountedLastMs: offsets.length ? Math.max(...offsets) : null,
     };
     results.push(result);
     console.log(JSON.stringify(result));
   }
   if (opt.keep) console.log(`namespaces ${nodeNs} ${remoteNs} (kept until exit)`);
   process.exit(results.some((r) => r.bothZero > 0) ? 1 : 0);
+}
+
+/** The rules as they were before the failed-add retry: no pend sets or rules, no `accept` (nor
+ * the rules that only accept), and per family the SYN, SYN-ACK and counting rules in that order. */
+function withoutPend(text) {
+  const out = [];
+  const held = { 4: [], 6: [] };
+  for (const line of text.split('\n')) {
+    if (/set pend[46] |add @pend[46]|@pend[46] add|^\s*(meta l4proto != tcp|tcp flags & syn == 0) accept$/.test(line)) continue;
+    const l = line.replace(/ delete @pend[46] \{ [^}]+\}/g, '').replace(/ accept$/, '');
+    const f = / ip6 /.test(l) ? 6 : 4;
+    if (/tcp flags & syn == 0/.test(l)) held[f].push(l);
+    else {
+      out.push(l);
+      if (/== syn\|ack/.test(l)) (out.push(...held[f]), (held[f] = []));
+    }
+  }
+  return out.join('\n');
 }

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { ConnKey } from './connection.js';
 import type { Config } from './config/config.js';
 import { Capture, LocalAddresses } from './capture/index.js';
-import { NftablesEngine, type Installed } from './counters/index.js';
+import { NftablesEngine, pendTimeoutFor, type Installed } from './counters/index.js';
 import { Resolver, type Attribution, type Lineage, type Tracer } from './resolve/index.js';
 import { containerLinks, netnsOf, tapsOf, vmLinks, type JobLink } from './resolve/links.js';
 import type { LinkOpener, OpenedLink } from './profiler/link-sites.js';
@@ -35,7 +35,7 @@ export function linkOpener(o: { config: Config; tracer: Tracer; lineage: Lineage
     },
 
     async open(link: JobLink, pid: number): Promise<OpenedLink> {
-      const engine = new NftablesEngine({ capacity: o.config.rulesThreshold, setSize: Math.min(o.config.setSize, 65_536), table: linkTable(link), link: link.device });
+      const engine = new NftablesEngine({ capacity: o.config.rulesThreshold, setSize: Math.min(o.config.setSize, 65_536), table: linkTable(link), link: link.device, pendTimeout: pendTimeoutFor(o.config.lateGrace) });
       const left = await engine.start();
       if (left.length) diag.warn('a link table of an earlier run was replaced', { link: link.device, connections: left.length });
       const capture = new Capture({ interfaces: [link.device], local: new LocalAddresses(), link: true });

@@ -142,6 +142,7 @@ async function startParts(config: Config): Promise<Parts> {
     capacity: config.rulesThreshold,
     setSize: config.setSize,
     elements: config.elements,
+    lateGrace: config.lateGrace,
     interfaces: config.interfaces.includes('any') ? undefined : config.interfaces,
   });
   let recovered;

@@ -28,9 +28,11 @@ export interface CounterOwner {
 }
 
 export type BeginOutcome =
-  /** Counting since the connection's first packet (nftables' datapath saw the SYN). */
+  /** Counting since the connection's first packet (nftables' datapath made its elements at the
+   * SYN and SYN-ACK). */
   | 'from-first-packet'
-  /** Counting starts now: earlier packets are not in the counts (partial). */
+  /** Not counted from the first packet: earlier packets are missing from the counts (partial).
+   * Counting started at begin, or (nftables) at a later packet that retried a failed datapath add. */
   | 'from-now'
   /** RULES_THRESHOLD (or the kernel's set size) reached: not counted. */
   | 'no-room';

@@ -1,6 +1,6 @@
 import type { BeginOutcome, ConnKey, CounterOwner, Counts } from './engine.js';
 import type { ElementStore } from './element-store.js';
-import { countsOf, ETHERNET_HEADER, flowsSet, type SetElement } from './nft-ruleset.js';
+import { countsOf, ETHERNET_HEADER, flowsSet, pendSet, type SetElement } from './nft-ruleset.js';
 import { connId, inId, inTuple, outTuple, tupleId, type Tuple } from './tuple.js';
 
 /** The nftables engine's reads of its flows sets, and what their elements mean as counts. */
@@ -31,8 +31,8 @@ export const countsIn = (flows: Flows, k: ConnKey, link: boolean): Counts | unde
 /**
  * A begun connection's counts, checked against what its handshake must have left: the SYN
  * and SYN-ACK are each counted in their direction's element when the datapath creates it. If
- * the kernel could not create one (a dynamic set's insert can fail under a burst), our begin
- * added it empty afterwards. Both at 0 packets: never counted. One at 0 while the other
+ * the kernel could not create one (a dynamic set's insert can fail under a burst) and no retry
+ * from pend4/6 made it, our begin added it empty afterwards. Both at 0 packets: never counted. One at 0 while the other
  * went past its SYN (a second packet is an ACK, so the handshake completed): that direction
  * was missed — a lower bound.
  */
@@ -108,4 +108,16 @@ export async function allFlows(store: ElementStore, table: string): Promise<Flow
     for (const e of all) flows.set(tupleId(e.tuple), e);
   }
   return flows;
+}
+
+/**
+ * Whether a connection of these families has a datapath add that failed and is still
+ * remembered (pend4/6, see countingRules) in either direction: it lost packets before its
+ * element existed, whether a retry made it later or not. A dump, not a keyed read: the sets hold
+ * only failures (normally none), while a keyed read of absent keys costs a request per key.
+ */
+export async function failedAdds(store: ElementStore, families: Iterable<4 | 6>): Promise<(k: ConnKey) => boolean> {
+  const ids = new Set<string>();
+  for (const f of new Set(families)) for (const e of (await store.dump(pendSet(f), f)) ?? []) ids.add(tupleId(e.tuple));
+  return (k) => ids.has(connId(k)) || ids.has(inId(k));
 }

@@ -21,7 +21,17 @@ export interface NftLayout {
    * the job), so every frame the job exchanges is counted once, bridged, routed or NATed
    * later, with the job's own addresses. */
   link?: string;
+  /** Seconds a failed datapath `add` is remembered in pend4/pend6 (PEND_TIMEOUT_S if omitted):
+   * the retry's window, and how long begin() can still tell a retried element from one that
+   * counted its handshake. */
+  pendTimeout?: number;
 }
+
+/** Default pendTimeout: a begin more than this after the SYN (LATE_GRACE's default is 30 s)
+ * would take a retried element for one that counted the handshake. */
+export const PEND_TIMEOUT_S = 120;
+/** pendTimeout for a LATE_GRACE (s): a claim that late, plus a minute of the daemon's lag. */
+export const pendTimeoutFor = (lateGrace = 0): number => Math.max(PEND_TIMEOUT_S, lateGrace + 60);
 
 export type TableFamily = 'inet' | 'netdev';
 export const tableFamily = (l: Pick<NftLayout, 'link'>): TableFamily => (l.link === undefined ? 'inet' : 'netdev');
@@ -33,6 +43,8 @@ export const ETHERNET_HEADER = 14;
 
 export const flowsSet = (f: Family): string => (f === 4 ? 'flows4' : 'flows6');
 export const ownersSet = (f: Family): string => (f === 4 ? 'owners4' : 'owners6');
+/** Tuples whose datapath `add` to the flows set failed (counter-less: see countingRules). */
+export const pendSet = (f: Family): string => (f === 4 ? 'pend4' : 'pend6');
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]{0,31}$/;
 const IFNAME = /^[A-Za-z0-9_.@+-]{1,15}$/;
@@ -41,7 +53,7 @@ export function checkLayout(l: NftLayout): void {
   if (!NAME.test(l.table)) throw new Error(`bad nftables table name ${JSON.stringify(l.table)}`);
   for (const i of [...(l.interfaces ?? []), ...(l.link === undefined ? [] : [l.link])]) if (!IFNAME.test(i)) throw new Error(`bad interface name ${JSON.stringify(i)}`);
   if (l.interfaces && l.interfaces.length === 0) throw new Error('empty interface list: nothing would be counted');
-  for (const n of [l.flowsSize, l.ownersSize, l.priority]) if (!Number.isInteger(n)) throw new Error(`not an integer: ${n}`);
+  for (const n of [l.flowsSize, l.ownersSize, l.priority, l.pendTimeout ?? PEND_TIMEOUT_S]) if (!Number.isInteger(n)) throw new Error(`not an integer: ${n}`);
 }
 
 /** `table …; delete table …`: removes our table if it exists, in the same transaction as what follows. */
@@ -51,13 +63,15 @@ export function dropTableText(table: string, family: TableFamily = 'inet'): stri
 
 /**
  * The whole table, replacing any previous one atomically. Each TCP packet is counted once, in
- * the element of its own direction:
+ * the element of its own direction (rules in countingRules):
  *  - a SYN (no ACK) first deletes both directions' elements (left over from an earlier
  *    connection on the same 4-tuple, which would otherwise add its bytes), then `add` creates
  *    the originator's element and counts the SYN;
  *  - a SYN-ACK `add`s the responder's element (counted; a retransmitted one is counted too:
  *    `add` on an existing element only counts);
- *  - every other packet is counted by the lookup when its element exists.
+ *  - every other packet is counted by the lookup when its element exists;
+ *  - an `add` the kernel could not do (its per-CPU counter, docs/counters.md) leaves the tuple
+ *    in pend4/6, and the tuple's next packets retry it.
  * Loopback packets pass output and input; they are counted at output only (`iif lo` also covers
  * traffic to the host's own non-127 addresses, which is routed via lo).
  */
@@ -83,22 +97,48 @@ export function tableText(l: NftLayout): string {
   ].join('\n');
 }
 
-/** Each packet counted in its own direction's element (see tableText). */
+/**
+ * Each packet counted in its own direction's element (see tableText). A dynamic-set `add` that
+ * cannot allocate its element ends its rule there (NFT_BREAK) and evaluation goes on with the
+ * next rule, while one that succeeds runs on to the rule's `accept`: so the rule after each
+ * `add` runs only when the add failed, and records the tuple in the counter-less pend set (a
+ * slab allocation, not the per-CPU counter that fails). `accept` ends only our chain (later
+ * hooks and chains still see the packet) and keeps a counted packet off the retry's lookup:
+ * the retry costs a lookup only to packets that have no element, on the configured interfaces.
+ */
 function countingRules(proto: (f: Family) => string, ifs = ''): string[] {
-  return ([4, 6] as const).flatMap((f) => {
+  const parts = ([4, 6] as const).map((f) => {
     const ip = f === 4 ? 'ip' : 'ip6';
     const fwd = `${ip} saddr . tcp sport . ${ip} daddr . tcp dport`;
     const back = `${ip} daddr . tcp dport . ${ip} saddr . tcp sport`;
     const s = `@${flowsSet(f)}`;
-    return [
-      `${proto(f)} tcp flags & (syn|ack) == syn${ifs} delete ${s} { ${back} } delete ${s} { ${fwd} } add ${s} { ${fwd} }`,
-      `${proto(f)} tcp flags & (syn|ack) == syn|ack${ifs} add ${s} { ${fwd} }`,
-      `${proto(f)} tcp flags & syn == 0 ${fwd} ${s}`,
-    ];
+    const p = `@${pendSet(f)}`;
+    const syn = `${proto(f)} tcp flags & (syn|ack) == syn${ifs}`;
+    const synAck = `${proto(f)} tcp flags & (syn|ack) == syn|ack${ifs}`;
+    return {
+      later: [
+        // The common case: an element exists, the packet is counted, nothing else runs.
+        `${proto(f)} tcp flags & syn == 0 ${fwd} ${s} accept`,
+        // No element, but its add failed earlier: try again (counts this packet when it works).
+        // Only where adds are made: other interfaces' packets skip the lookup.
+        `${proto(f)} tcp flags & syn == 0${ifs} ${fwd} ${p} add ${s} { ${fwd} }`,
+      ],
+      opening: [
+        // A new connection also forgets an earlier one's failed adds, which would mark it partial.
+        `${syn} delete ${s} { ${back} } delete ${s} { ${fwd} } delete ${p} { ${back} } delete ${p} { ${fwd} } add ${s} { ${fwd} } accept`,
+        `${syn} add ${p} { ${fwd} }`,
+        `${synAck} add ${s} { ${fwd} } accept`,
+        `${synAck} add ${p} { ${fwd} }`,
+      ],
+    };
   });
+  // Packets other than a SYN meet only their family's two rules: an uncounted one then leaves at
+  // the accept below instead of passing every SYN rule; and what is not TCP leaves at once.
+  return ['meta l4proto != tcp accept', ...parts.flatMap((x) => x.later), 'tcp flags & syn == 0 accept', ...parts.flatMap((x) => x.opening)];
 }
 
 function sets(l: NftLayout): string[] {
+  const pend = ` flags dynamic,timeout; timeout ${l.pendTimeout ?? PEND_TIMEOUT_S}s;`;
   const set = (name: string, f: Family, extra: string, size: number): string =>
     `  set ${name} { type ${f === 4 ? 'ipv4_addr' : 'ipv6_addr'} . inet_service . ${f === 4 ? 'ipv4_addr' : 'ipv6_addr'} . inet_service; size ${size};${extra} }`;
   return [
@@ -106,6 +146,9 @@ function sets(l: NftLayout): string[] {
     set('flows6', 6, ' flags dynamic; counter;', l.flowsSize),
     set('owners4', 4, '', l.ownersSize),
     set('owners6', 6, '', l.ownersSize),
+    // No counter (nothing per-CPU to allocate); entries expire, so the set needs no sweep.
+    set('pend4', 4, pend, l.flowsSize),
+    set('pend6', 6, pend, l.flowsSize),
   ];
 }
 

@@ -3,7 +3,7 @@ import { diag } from '../util/diag.js';
 import { ElementChanges, type ElementStore } from './element-store.js';
 import { Kernel } from './kernel.js';
 import { chainsOf, dropTableText, flowsSet, ownersSet, tableFamily, tableText, type NftLayout, type TableFamily } from './nft-ruleset.js';
-import { allFlows, checkedCounts, countsIn, readBegun, readFlows, readTuples, type Begun, type Flows } from './nft-flows.js';
+import { allFlows, checkedCounts, countsIn, failedAdds, readBegun, readFlows, readTuples, type Begun, type Flows } from './nft-flows.js';
 import { firstLines } from './nft-store.js';
 import { openElementStore, type ElementPath } from './stores.js';
 import { canonicalKey, connId, inTuple, keyOf, mirrorKey, outTuple, ownerTag, parseOwnerTag, tupleId, type Tuple } from './tuple.js';
@@ -31,6 +31,8 @@ export interface NftablesOptions {
   /** Count one job's link (a container's veth, a VM's tap) on its device's own hooks: a
    * netdev table, whose connections' local end is the job's. */
   link?: string;
+  /** Seconds a failed datapath add is remembered (pend4/6; default PEND_TIMEOUT_S). */
+  pendTimeout?: number;
 }
 
 /**
@@ -65,6 +67,7 @@ export class NftablesEngine implements CounterEngine {
       ownersSize: options.capacity + 16,
       priority: options.priority ?? 500,
       ...(options.link === undefined ? {} : { link: options.link }),
+      ...(options.pendTimeout === undefined ? {} : { pendTimeout: options.pendTimeout }),
     };
     tableText(this.layout); // checks names now rather than at start()
     this.chains = chainsOf(this.layout);
@@ -77,7 +80,6 @@ export class NftablesEngine implements CounterEngine {
   get elementPath(): ElementStore['kind'] | undefined {
     return this.store?.kind;
   }
-
 
   start(): Promise<Installed[]> {
     return this.kernel.serial(async () => {
@@ -149,6 +151,9 @@ export class NftablesEngine implements CounterEngine {
         return b;
       });
       if (fresh.size || retag.length) {
+        // A direction whose datapath add failed was counted, at best, from a later packet's retry:
+        // its element may exist and still lack the handshake, so such a connection is partial.
+        const partial = await failedAdds(this.store!, [...fresh.values()].map((b) => b.key.family));
         // The usual case: every connection was seen opening, so the datapath should hold its
         // elements, and `add` of an element that exists keeps its counter. Over netlink the
         // element its SYN made is read by key first (~4 µs): a dynamic set's insert from the
@@ -161,6 +166,7 @@ export class NftablesEngine implements CounterEngine {
             const present = await this.readTuples([...opener.values()]);
             for (const [id, b] of fresh) if (!present.has(tupleId(opener.get(id)!))) b.outcome = 'from-now';
           }
+          for (const b of fresh.values()) if (partial(b.key)) b.outcome = 'from-now';
           if (await this.addBegun([...fresh.values()])) {
             for (const [id, b] of fresh) this.begun.set(id, b);
             return outcomes.map((o) => (typeof o === 'string' ? o : o.outcome));
@@ -180,7 +186,7 @@ export class NftablesEngine implements CounterEngine {
             // Both missing: the SYN was not seen (the connection predates us, another interface,
             // or the set was full). One missing: the handshake is under way; the SYN-ACK's `add`
             // will count into the element we add now.
-            b.outcome = missing.length === 2 ? 'from-now' : 'from-first-packet';
+            b.outcome = missing.length === 2 || partial(b.key) ? 'from-now' : 'from-first-packet';
             if (missing.length && !withFlowAdds) {
               b.outcome = 'no-room';
               continue;
@@ -285,7 +291,7 @@ export class NftablesEngine implements CounterEngine {
       for (const family of [4, 6] as const) {
         const tuples = doomed.map((id) => flows.get(id)!.tuple).filter((t) => t.family === family);
         batch.delete(flowsSet(family), tuples.map((tuple) => ({ tuple })));
-        for (const t of tuples) connections.add([tupleId(t), tupleId(reverse(t))].sort().join(' '));
+        for (const t of tuples) connections.add([tupleId(t), tupleId(inTuple(keyOf(t)))].sort().join(' '));
       }
       // An element a new SYN replaced meanwhile makes the batch fail; it is retried next sweep.
       const removed = await this.apply(batch);
@@ -399,9 +405,4 @@ export class NftablesEngine implements CounterEngine {
     const r = await this.kernel.withBatchFile(content, (path) => this.kernel.run('nft', ['-f', path]));
     if (r.code !== 0) throw new Error(`nft -f (table ${this.family} ${this.layout.table}): ${firstLines(r.stderr)}`);
   }
-}
-
-
-function reverse(t: Tuple): Tuple {
-  return { family: t.family, saddr: t.daddr, sport: t.dport, daddr: t.saddr, dport: t.sport };
 }

@@ -11,7 +11,8 @@ import { createPair, nsRun, type Pair } from '../../support/netns.js';
  *     connection is counted, or reported counted from now. The kernel does not always keep every
  *     element: an element's counter needs a per-CPU allocation that fails on the packet path
  *     when the machine's reserve runs out (docs/counters.md), which depends on everything else
- *     the machine allocates; the engine then finds the element missing at begin ('from-now').
+ *     the machine allocates; the tuple's next packets retry the add (pend4, failed-add.test.ts),
+ *     and the engine, finding the element missing or the tuple in pend at begin, says 'from-now'.
  *  2. What the benchmark lost was connections whose 4-tuple a later connection of the same burst
  *     reused before their counters were read: the later SYN's `delete` of both directions'
  *     elements (then `add`) restarts the tuple's counters, so the earlier connection's are gone.

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseChainListing, restoreQuote, ruleSpec } from '../../../src/counters/iptables-rules.js';
-import { countsOf, ElementBatch, parseSets, tableText } from '../../../src/counters/nft-ruleset.js';
+import { countsOf, ElementBatch, parseSets, PEND_TIMEOUT_S, pendTimeoutFor, tableText } from '../../../src/counters/nft-ruleset.js';
 import { canonicalAddr, canonicalKey, ownerTag, parseOwnerTag, tupleId } from '../../../src/counters/tuple.js';
 
 const fixture = (name: string): string => readFileSync(join(__dirname, '../../fixtures/counters', name), 'utf8');
@@ -46,6 +46,32 @@ describe('element batches', () => {
     expect(tableText({ ...layout, interfaces: ['lo', 'veth0'] })).toContain('oifname { "lo", "veth0" }');
     expect(() => tableText({ ...layout, interfaces: ['eth0" } accept #'] })).toThrow(/interface/);
     expect(() => tableText({ ...layout, table: 'x; flush ruleset' })).toThrow(/table name/);
+  });
+
+  it('table text: a failed add goes to the pend set, counted packets skip the retry', () => {
+    const text = tableText({ table: 'netprof', flowsSize: 10, ownersSize: 10, priority: 500, pendTimeout: pendTimeoutFor(600) });
+    expect(text).toContain('set pend6 { type ipv6_addr . inet_service . ipv6_addr . inet_service; size 10; flags dynamic,timeout; timeout 660s; }');
+    const rules = text.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('meta nfproto ipv4'));
+    const chain = rules.slice(0, 6); // output's IPv4 rules
+    // Counting first, ending the chain; then the retry, which only packets without an element reach.
+    expect(chain[0]).toMatch(/tcp flags & syn == 0 ip saddr \. tcp sport \. ip daddr \. tcp dport @flows4 accept$/);
+    expect(chain[1]).toMatch(/tcp flags & syn == 0 ip saddr \. tcp sport \. ip daddr \. tcp dport @pend4 add @flows4 \{ ip saddr \. tcp sport \. ip daddr \. tcp dport \}$/);
+    // Each add ends in accept; the rule after it (same match) runs only when the add failed.
+    const fwd = '{ ip saddr . tcp sport . ip daddr . tcp dport }';
+    for (const [i, flags] of [[2, 'syn'], [4, 'syn|ack']] as const) {
+      const match = `meta nfproto ipv4 meta l4proto tcp tcp flags & (syn|ack) == ${flags}`;
+      expect(chain[i]!.startsWith(`${match} `) && chain[i]!.endsWith(` add @flows4 ${fwd} accept`)).toBe(true);
+      expect(chain[i + 1]).toBe(`${match} add @pend4 ${fwd}`);
+    }
+    // Non-TCP leaves at once; a non-SYN packet meets only its family's two rules, then leaves.
+    const output = text.slice(text.indexOf('chain output')).split('\n').map((l) => l.trim());
+    expect(output[1]).toBe('meta l4proto != tcp accept');
+    expect(output.slice(2, 7).map((l) => l.replace(/ .*?@(\w+).*/, ' $1'))).toEqual(['meta flows4', 'meta pend4', 'meta flows6', 'meta pend6', 'tcp flags & syn == 0 accept']);
+    expect(chain[2]).toContain('delete @pend4 { ip daddr . tcp dport . ip saddr . tcp sport } delete @pend4 { ip saddr . tcp sport . ip daddr . tcp dport }');
+    expect(pendTimeoutFor(30)).toBe(PEND_TIMEOUT_S);
+    // Only the configured interfaces' packets look in pend (the interface test comes first).
+    const onVeth = tableText({ table: 'netprof', flowsSize: 10, ownersSize: 10, priority: 500, interfaces: ['veth0'] });
+    expect(onVeth).toContain('tcp flags & syn == 0 oifname { "veth0" } ip saddr . tcp sport . ip daddr . tcp dport @pend4 add @flows4');
   });
 });
 
