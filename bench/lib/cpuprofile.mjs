@@ -32,7 +32,38 @@ export function summarize(file, root, top = 15) {
   }
   const idle = (self.get('(idle)') ?? 0) + (self.get('(program)') ?? 0) * 0;
   const sorted = (m) => [...m].filter(([k]) => !k.startsWith('(root)')).sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, us]) => ({ fn: k, ms: Math.round(us / 1000) }));
-  return { wall_ms: Math.round(totalUs / 1000), busy_ms: Math.round((totalUs - idle) / 1000), self: sorted(self), inclusive: sorted(incl) };
+  return { wall_ms: Math.round(totalUs / 1000), busy_ms: Math.round((totalUs - idle) / 1000), self: sorted(self), inclusive: sorted(incl), long_turns: longTurns(p, byId, name) };
+}
+
+/**
+ * The longest stretches without an idle sample — what a request arriving then waited behind —
+ * each with the functions most of it was spent in (self time), and how many passed 50 ms.
+ */
+function longTurns(p, byId, name, top = 5) {
+  const turns = [];
+  let cur;
+  p.samples.forEach((id, i) => {
+    const n = byId.get(id);
+    const us = p.timeDeltas[i + 1] ?? 0; // the time until the next sample is this one's
+    if (n.callFrame.functionName === '(idle)') {
+      if (cur) turns.push(cur);
+      cur = undefined;
+      return;
+    }
+    cur ??= { us: 0, fns: new Map() };
+    cur.us += us;
+    const k = name(n);
+    cur.fns.set(k, (cur.fns.get(k) ?? 0) + us);
+  });
+  if (cur) turns.push(cur);
+  turns.sort((a, b) => b.us - a.us);
+  return {
+    over_50ms: turns.filter((t) => t.us > 50_000).length,
+    longest: turns.slice(0, top).map((t) => ({
+      ms: Math.round(t.us / 1000),
+      in: [...t.fns].sort((a, b) => b[1] - a[1]).slice(0, 4).map(([k, us]) => `${k} ${Math.round(us / 1000)} ms`),
+    })),
+  };
 }
 
 /** node --cpu-prof writes one file per thread (CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile);
