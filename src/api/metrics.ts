@@ -7,6 +7,7 @@ import type { LogStats } from '../log/connection-log.js';
 import { methodNotAllowed, send } from './http.js';
 import { SelfUsageReader } from './self-usage.js';
 import { CONTENT_TYPE, ExpositionWriter, escapeLabel, type Family } from './exposition.js';
+import { JobBlocks, PER_JOB, type JobRow, type Tally } from './job-blocks.js';
 import { F } from './metric-families.js';
 import { addTraffic } from '../profiler/views.js';
 
@@ -32,10 +33,6 @@ export const PROCESS_SERIES_PER_JOB = 10;
 /** The pid label of the processes beyond the limit, summed. */
 export const OTHER_PIDS = 'other';
 
-interface Tally extends Traffic {
-  connections: number;
-}
-
 interface EndedJob {
   endedAt: number;
   /** Final totals per pid: every connection of an ended job has been logged. */
@@ -59,37 +56,6 @@ export interface MetricsOptions {
   /** LOG_BUFFER, exported so that an alert can compare the buffer's fill with it. */
   logBufferLimit?: number;
   now?: () => number;
-}
-
-/** A job's figures as a scrape shows them (a live job's or an ended one's). */
-interface JobRow {
-  /** `job_id="…"`, escaped. */
-  labels: string;
-  t: Tally; // connections: the closed ones
-  open: number;
-  processes: number;
-  endedAt?: number;
-  procs: { labels: string; t: Tally; open: number }[];
-}
-
-/** The job-wide and per-process families: written from the rows, family by family. */
-const PER_JOB: [Family, (w: ExpositionWriter, r: JobRow) => void][] = [
-  [F.jobBytes, (w, r) => traffic(w, F.jobBytes.name, r.labels, r.t.bytes_in, r.t.bytes_out)],
-  [F.jobPackets, (w, r) => traffic(w, F.jobPackets.name, r.labels, r.t.packets_in, r.t.packets_out)],
-  [F.jobOpened, (w, r) => w.sample(F.jobOpened.name, r.labels, r.open + r.t.connections)],
-  [F.jobClosed, (w, r) => w.sample(F.jobClosed.name, r.labels, r.t.connections)],
-  [F.jobOpen, (w, r) => w.sample(F.jobOpen.name, r.labels, r.open)],
-  [F.jobProcesses, (w, r) => w.sample(F.jobProcesses.name, r.labels, r.processes)],
-  [F.jobEnded, (w, r) => r.endedAt !== undefined && w.sample(F.jobEnded.name, r.labels, r.endedAt / 1000)],
-  [F.procBytes, (w, r) => r.procs.forEach((p) => traffic(w, F.procBytes.name, p.labels, p.t.bytes_in, p.t.bytes_out))],
-  [F.procPackets, (w, r) => r.procs.forEach((p) => traffic(w, F.procPackets.name, p.labels, p.t.packets_in, p.t.packets_out))],
-  [F.procOpen, (w, r) => r.procs.forEach((p) => w.sample(F.procOpen.name, p.labels, p.open))],
-  [F.procClosed, (w, r) => r.procs.forEach((p) => w.sample(F.procClosed.name, p.labels, p.t.connections))],
-];
-
-function traffic(w: ExpositionWriter, name: string, labels: string, inbound: number, outbound: number): void {
-  w.sample(name, `${labels},direction="in"`, inbound);
-  w.sample(name, `${labels},direction="out"`, outbound);
 }
 
 /** The daemon-wide series of one scrape: a counter's samples add up, a gauge's replace. */
@@ -117,6 +83,8 @@ export class Metrics {
   private readonly usage = new SelfUsageReader();
   private readonly now: () => number;
   private scraping: Promise<unknown> = Promise.resolve();
+  /** The per-job series as of the last scrape, rendered again only where figures moved. */
+  private readonly blocks = new JobBlocks();
   readonly stop: () => void;
   readonly contentType = CONTENT_TYPE;
 
@@ -168,17 +136,13 @@ export class Metrics {
     // and a counter that then drops back reads as a reset to Prometheus).
     const health = this.control.health();
     const stats = this.control.stats();
-    const rows = this.rows(this.control.tallies());
+    this.blocks.update(this.rows(this.control.tallies()));
     const w = new ExpositionWriter();
     const wide = this.daemonWide(health, stats);
     for (const f of Object.values(F)) {
-      const each = PER_JOB.find(([pf]) => pf === f)?.[1];
       w.family(f);
-      if (each) {
-        for (const r of rows) {
-          each(w, r);
-          await w.breathe();
-        }
+      if (PER_JOB.has(f)) {
+        await this.blocks.write(w, f);
         continue;
       }
       const samples = wide.samples.get(f);
@@ -210,7 +174,7 @@ export class Metrics {
       }
       const labels = `job_id="${escapeLabel(d.job)}"`;
       const t = { bytes_in: d.bytes_in, bytes_out: d.bytes_out, packets_in: d.packets_in, packets_out: d.packets_out, connections: d.closed_connections };
-      rows.push({ labels, t, open: d.open_connections, processes: d.processes.length, procs: this.processRows(d.job, labels, perPid) });
+      rows.push({ id: d.job, labels, t, open: d.open_connections, processes: d.processes.length, procs: this.processRows(d.job, labels, perPid) });
     }
     // Records of jobs that are neither live nor ended (never registered here): not kept.
     for (const job of this.closed.keys()) if (!live.has(job)) this.closed.delete(job);
@@ -224,7 +188,7 @@ export class Metrics {
       }
       const labels = `job_id="${escapeLabel(id)}"`;
       const perPid = new Map([...e.processes].map(([pid, t]) => [pid, { ...t, open: 0 }]));
-      rows.push({ labels, t: total, open: 0, processes: 0, endedAt: e.endedAt, procs: this.processRows(id, labels, perPid) });
+      rows.push({ id, labels, t: total, open: 0, processes: 0, endedAt: e.endedAt, procs: this.processRows(id, labels, perPid) });
     }
     return rows;
   }
