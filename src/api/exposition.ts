@@ -74,9 +74,10 @@ export class ExpositionWriter {
     await new Promise<void>((r) => setImmediate(r));
   }
 
-  finish(): Buffer {
+  /** The answer, in the pieces it was written in. */
+  finish(): Buffer[] {
     this.flush();
-    return Buffer.concat(this.chunks);
+    return this.chunks;
   }
 
   private flush(sliceDone = true): void {

@@ -84,25 +84,35 @@ export class JobBlocks {
   private blocks: Block[] = [];
   private scrape = 0;
 
-  /** Takes one scrape's rows: blocks whose jobs changed, came or went lose their text. */
-  update(rows: readonly JobRow[]): void {
-    const scrape = ++this.scrape;
-    for (const row of rows) {
-      const e = this.entries.get(row.id);
-      if (!e) {
-        const block = this.room();
-        const entry: Entry = { row, block, seen: scrape };
-        block.jobs.add(entry);
-        block.text.clear();
-        this.entries.set(row.id, entry);
-        continue;
-      }
-      if (!sameFigures(e.row, row)) e.block.text.clear();
-      e.row = row;
-      e.seen = scrape;
+  /** Starts a pass over every job (a scrape's): jobs it does not put are gone at end(). */
+  begin(): void {
+    this.scrape += 1;
+  }
+
+  /** A job's figures now: its block loses its text if they differ from those it was written
+   * with. A pass over a few jobs (new ones, written ahead of the scrape) may put without begin(). */
+  put(row: JobRow): void {
+    const e = this.entries.get(row.id);
+    if (!e) {
+      const block = this.room();
+      const entry: Entry = { row, block, seen: this.scrape };
+      block.jobs.add(entry);
+      block.text.clear();
+      this.entries.set(row.id, entry);
+      return;
     }
+    // Same figures: the row it was written with stays (it is long-lived; the new one dies young).
+    if (!sameFigures(e.row, row)) {
+      e.block.text.clear();
+      e.row = row;
+    }
+    e.seen = this.scrape;
+  }
+
+  /** Ends a pass begun with begin(): jobs it did not put have gone. */
+  end(): void {
     for (const [id, e] of this.entries) {
-      if (e.seen === scrape) continue;
+      if (e.seen === this.scrape) continue;
       this.entries.delete(id);
       e.block.jobs.delete(e);
       e.block.text.clear();
@@ -110,21 +120,33 @@ export class JobBlocks {
     this.blocks = this.blocks.filter((b) => b.jobs.size > 0);
   }
 
+  /** The job's labels as last written (made once per job, not per scrape). */
+  labelsOf(id: string): string | undefined {
+    return this.entries.get(id)?.row.labels;
+  }
+
+  /** Renders the blocks that lost their text, every family, giving the event loop its turns. */
+  async prepare(w: ExpositionWriter): Promise<void> {
+    for (const f of PER_JOB.keys()) for (const b of this.blocks) if (!b.text.has(f)) await this.renderInto(w, b, f);
+  }
+
   /** Every job's series of a per-job family, block by block; a block without text is rendered
    * now, giving the event loop its turns. */
   async write(w: ExpositionWriter, f: Family): Promise<void> {
-    const render = PER_JOB.get(f)!;
     for (const b of this.blocks) {
-      let bytes = b.text.get(f);
-      if (!bytes) {
-        const out = new Lines();
-        for (const e of b.jobs) render(out, e.row);
-        b.text.set(f, (bytes = Buffer.from(out.text, 'utf8')));
-        w.rendered(out.series);
-      }
-      w.chunk(bytes);
-      await w.breathe();
+      w.chunk(b.text.get(f) ?? (await this.renderInto(w, b, f)));
     }
+  }
+
+  private async renderInto(w: ExpositionWriter, b: Block, f: Family): Promise<Buffer> {
+    const out = new Lines();
+    const render = PER_JOB.get(f)!;
+    for (const e of b.jobs) render(out, e.row);
+    const bytes = Buffer.from(out.text, 'utf8');
+    b.text.set(f, bytes);
+    w.rendered(out.series);
+    await w.breathe();
+    return bytes;
   }
 
   /** The block a new job goes to: the last one, while it has room. */

@@ -4,7 +4,7 @@ import type { ConnectionRecord } from '../log/record.js';
 import type { TrackerStats } from '../profiler/tracker.js';
 import type { InterfaceStats } from '../capture/capture.js';
 import type { LogStats } from '../log/connection-log.js';
-import { methodNotAllowed, send } from './http.js';
+import { methodNotAllowed, sendChunks } from './http.js';
 import { SelfUsageReader } from './self-usage.js';
 import { CONTENT_TYPE, ExpositionWriter, escapeLabel, type Family } from './exposition.js';
 import { JobBlocks, PER_JOB, type JobRow, type Tally } from './job-blocks.js';
@@ -74,9 +74,10 @@ export class Metrics {
   /** Closed connections of live jobs, per job and pid, from the records as they are logged. */
   private readonly closed = new Map<string, Map<number, Tally>>();
   private readonly ended = new Map<string, EndedJob>();
-  /** Per job, the pids that have series of their own, in the order first seen (stable: a pid
-   * never moves between its own series and "other", which would break both counters). */
-  private readonly slots = new Map<string, Set<number>>();
+  /** Per job, the pids that have series of their own with their labels, in the order first seen
+   * (stable: a pid never moves between its own series and "other", which would break both
+   * counters). */
+  private readonly slots = new Map<string, Map<number, string>>();
   private readonly graceMs: number;
   private readonly processLimit: number;
   private readonly logBufferLimit: number | undefined;
@@ -117,26 +118,27 @@ export class Metrics {
     this.closed.delete(job);
   }
 
-  /** The exposition text (for tests and tools; the API sends renderBuffer()'s bytes). */
+  /** The exposition text (for tests and tools; the API sends renderChunks()'s bytes). */
   async render(): Promise<string> {
-    return (await this.renderBuffer()).toString('utf8');
+    return Buffer.concat(await this.renderChunks()).toString('utf8');
   }
 
-  /** Scrapes run one at a time so that one never sees another's values. */
-  renderBuffer(): Promise<Buffer> {
+  /** Scrapes run one at a time so that one never sees another's values. The answer comes in
+   * pieces (most of them kept from earlier scrapes): never joined, they are written as they are. */
+  renderChunks(): Promise<Buffer[]> {
     const next = this.scraping.then(() => this.collect());
     this.scraping = next.catch(() => undefined);
     return next;
   }
 
-  private async collect(): Promise<Buffer> {
+  private async collect(): Promise<Buffer[]> {
     await this.control.refreshCounts();
     // No await from here to the rows: the profiler's tallies and the records this object has
     // observed are of the same moment (a record in between would count a connection twice,
     // and a counter that then drops back reads as a reset to Prometheus).
     const health = this.control.health();
     const stats = this.control.stats();
-    this.blocks.update(this.rows(this.control.tallies()));
+    this.putRows(this.control.tallies());
     const w = new ExpositionWriter();
     const wide = this.daemonWide(health, stats);
     for (const f of Object.values(F)) {
@@ -152,14 +154,16 @@ export class Metrics {
     return w.finish();
   }
 
-  /** Live jobs from the profiler's tallies plus this object's closed records, then the ended
-   * jobs still in their grace period. */
-  private rows(tallies: JobTallies[]): JobRow[] {
+  /** Puts every job's row into the blocks (`only`: just these jobs, and nothing is dropped):
+   * live jobs from the profiler's tallies plus this object's closed records, then the ended jobs
+   * still in their grace period. */
+  private putRows(tallies: JobTallies[], only?: ReadonlySet<string>): void {
     const now = this.now();
     for (const [job, e] of this.ended) if (now - e.endedAt >= this.graceMs) this.ended.delete(job);
-    const rows: JobRow[] = [];
+    if (!only) this.blocks.begin();
     const live = new Set<string>();
     for (const d of tallies) {
+      if (only && !only.has(d.job)) continue;
       live.add(d.job);
       if (this.ended.delete(d.job)) this.slots.delete(d.job); // the id is in use again
       // Per pid: its closed connections (also of pids gone), plus its open ones live.
@@ -172,40 +176,47 @@ export class Metrics {
           t.open += p.open_connections;
         } else perPid.set(p.pid, { bytes_in: p.bytes_in, bytes_out: p.bytes_out, packets_in: p.packets_in, packets_out: p.packets_out, connections: 0, open: p.open_connections });
       }
-      const labels = `job_id="${escapeLabel(d.job)}"`;
+      const labels = this.labels(d.job);
       const t = { bytes_in: d.bytes_in, bytes_out: d.bytes_out, packets_in: d.packets_in, packets_out: d.packets_out, connections: d.closed_connections };
-      rows.push({ id: d.job, labels, t, open: d.open_connections, processes: d.processes.length, procs: this.processRows(d.job, labels, perPid) });
+      this.blocks.put({ id: d.job, labels, t, open: d.open_connections, processes: d.processes.length, procs: this.processRows(d.job, labels, perPid) });
     }
-    // Records of jobs that are neither live nor ended (never registered here): not kept.
-    for (const job of this.closed.keys()) if (!live.has(job)) this.closed.delete(job);
-    for (const job of this.slots.keys()) if (!live.has(job) && !this.ended.has(job)) this.slots.delete(job);
-
+    if (!only) {
+      // Records of jobs that are neither live nor ended (never registered here): not kept.
+      for (const job of this.closed.keys()) if (!live.has(job)) this.closed.delete(job);
+      for (const job of this.slots.keys()) if (!live.has(job) && !this.ended.has(job)) this.slots.delete(job);
+    }
     for (const [id, e] of this.ended) {
+      if (only && !only.has(id)) continue;
       const total = zero();
       for (const t of e.processes.values()) {
         addTraffic(total, t);
         total.connections += t.connections;
       }
-      const labels = `job_id="${escapeLabel(id)}"`;
+      const labels = this.labels(id);
       const perPid = new Map([...e.processes].map(([pid, t]) => [pid, { ...t, open: 0 }]));
-      rows.push({ id, labels, t: total, open: 0, processes: 0, endedAt: e.endedAt, procs: this.processRows(id, labels, perPid) });
+      this.blocks.put({ id, labels, t: total, open: 0, processes: 0, endedAt: e.endedAt, procs: this.processRows(id, labels, perPid) });
     }
-    return rows;
+    if (!only) this.blocks.end();
+  }
+
+  private labels(job: string): string {
+    return this.blocks.labelsOf(job) ?? `job_id="${escapeLabel(job)}"`;
   }
 
   /** A job's per-process rows: its first `processLimit` pids each, the rest summed as "other". */
   private processRows(job: string, jobLabels: string, perPid: Map<number, Tally & { open: number }>): JobRow['procs'] {
     if (this.processLimit === 0) return [];
     let slots = this.slots.get(job);
-    if (!slots) this.slots.set(job, (slots = new Set()));
+    if (!slots) this.slots.set(job, (slots = new Map()));
     const out: JobRow['procs'] = [];
     const rest = zero();
     let restOpen = 0;
     let folded = 0;
     for (const [pid, t] of perPid) {
-      if (!slots.has(pid) && slots.size < this.processLimit) slots.add(pid);
-      if (slots.has(pid)) {
-        out.push({ labels: `${jobLabels},pid="${pid}"`, t, open: t.open });
+      let labels = slots.get(pid);
+      if (labels === undefined && slots.size < this.processLimit) slots.set(pid, (labels = `${jobLabels},pid="${pid}"`));
+      if (labels !== undefined) {
+        out.push({ labels, t, open: t.open });
         continue;
       }
       folded += 1;
@@ -300,5 +311,5 @@ export async function handleMetrics(req: IncomingMessage, res: ServerResponse, c
   const method = req.method ?? 'GET';
   if (method !== 'GET' && method !== 'HEAD') throw methodNotAllowed(['GET']);
   const metrics = metricsFor(control);
-  send(res, 200, await metrics.renderBuffer(), metrics.contentType);
+  sendChunks(res, 200, await metrics.renderChunks(), metrics.contentType);
 }
