@@ -10,6 +10,7 @@ import { CONTENT_TYPE, ExpositionWriter, escapeLabel, type Family } from './expo
 import { JobBlocks, PER_JOB, type JobRow, type Tally } from './job-blocks.js';
 import { F } from './metric-families.js';
 import { addTraffic } from '../profiler/views.js';
+import { diag } from '../util/diag.js';
 
 /**
  * GET /metrics: the Prometheus text format, written on each scrape from DaemonControl: one
@@ -28,6 +29,8 @@ import { addTraffic } from '../profiler/views.js';
 
 /** How long an ended job's final totals stay on /metrics. */
 export const ENDED_JOB_GRACE_MS = 5 * 60_000;
+/** How soon after a job starts or ends its series are written, ahead of the next scrape. */
+export const WRITE_AHEAD_MS = 1_000;
 /** Processes per job with series of their own. */
 export const PROCESS_SERIES_PER_JOB = 10;
 /** The pid label of the processes beyond the limit, summed. */
@@ -84,6 +87,9 @@ export class Metrics {
   private readonly usage = new SelfUsageReader();
   private readonly now: () => number;
   private scraping: Promise<unknown> = Promise.resolve();
+  /** Jobs started or ended since the last write ahead, and its timer. */
+  private readonly startedOrEnded = new Set<string>();
+  private ahead: NodeJS.Timeout | undefined;
   /** The per-job series as of the last scrape, rendered again only where figures moved. */
   private readonly blocks = new JobBlocks();
   readonly stop: () => void;
@@ -97,7 +103,11 @@ export class Metrics {
     this.processLimit = opts.processLimit ?? PROCESS_SERIES_PER_JOB;
     this.logBufferLimit = opts.logBufferLimit;
     this.now = opts.now ?? Date.now;
-    this.stop = control.observe({ record: (r) => this.onRecord(r), jobEnded: (job) => this.onJobEnded(job) });
+    const unobserve = control.observe({ record: (r) => this.onRecord(r), jobStarted: (job) => this.writeAhead(job), jobEnded: (job) => this.onJobEnded(job) });
+    this.stop = () => {
+      unobserve();
+      clearTimeout(this.ahead);
+    };
   }
 
   private onRecord(r: ConnectionRecord): void {
@@ -116,6 +126,24 @@ export class Metrics {
   private onJobEnded(job: string): void {
     this.ended.set(job, { endedAt: this.now(), processes: this.closed.get(job) ?? new Map() });
     this.closed.delete(job);
+    this.writeAhead(job);
+  }
+
+  /** Writes a started or ended job's series soon, ahead of the next scrape: a burst of
+   * registrations would otherwise leave all of its jobs' text to that scrape (at 10,000 jobs,
+   * the whole answer). In the scrapes' queue, so that it never interleaves with one; what it
+   * writes is compared with the figures again at the scrape. */
+  private writeAhead(job: string): void {
+    this.startedOrEnded.add(job);
+    this.ahead ??= setTimeout(() => {
+      this.ahead = undefined;
+      const only = new Set(this.startedOrEnded);
+      this.startedOrEnded.clear();
+      this.scraping = this.scraping.then(async () => {
+        this.putRows(this.control.tallies(only), only);
+        await this.blocks.prepare(new ExpositionWriter());
+      }).catch((e: Error) => diag.warn('cannot write /metrics ahead', { error: e.message }));
+    }, WRITE_AHEAD_MS).unref();
   }
 
   /** The exposition text (for tests and tools; the API sends renderChunks()'s bytes). */

@@ -21,18 +21,21 @@ export interface DaemonControl {
   refreshCounts(): Promise<void>;
   /** Every job's open connections' counts per process, from the last read, plus its closed
    * connections' totals: what a metrics scrape needs, in one pass instead of a view per job.
-   * Synchronous, so that a caller's own record totals (observe()) are of the same moment. */
-  tallies(): JobTallies[];
+   * Synchronous, so that a caller's own record totals (observe()) are of the same moment.
+   * `only`: just these jobs (those of them profiled). */
+  tallies(only?: ReadonlySet<string>): JobTallies[];
   health(): Health;
   stats(): Record<string, unknown>;
-  /** Tells the observer of every connection record as it is logged, and of every job ended
-   * (after its records). For GET /metrics: totals of closed connections per process, and the
+  /** Tells the observer of every connection record as it is logged, of every job started, and
+   * of every job ended (after its records). For GET /metrics: totals of closed connections per process, and the
    * final totals of ended jobs. Returns a function that stops the observation. */
   observe(observer: DaemonObserver): () => void;
 }
 
 export interface DaemonObserver {
   record?(r: ConnectionRecord): void;
+  /** A job's first process was registered. */
+  jobStarted?(job: string): void;
   jobEnded?(job: string): void;
 }
 

@@ -210,8 +210,10 @@ export class Profiler implements DaemonControl {
         // The pid was reused: the earlier process died unnoticed. Close its books first.
         await this.endProcesses([existing], 'process-end');
       }
+      const started = !this.registry.job(job);
       const result = this.registry.add(job, info);
       this.counters.registrations += 1;
+      if (started) this.notify((o) => o.jobStarted?.(job));
       if (result.added) {
         diag.info('process registered', { job, pid: info.pid, user: result.process.user });
         await this.adopt(result.process);
@@ -364,8 +366,9 @@ export class Profiler implements DaemonControl {
     await this.readLive(undefined, undefined, () => this.tracker.countsReadAt || undefined);
   }
 
-  tallies(): JobTallies[] {
-    return this.registry.jobs().map((j) => jobTallies(j, this.everywhere, this.closedTotals.get(j.id)));
+  tallies(only?: ReadonlySet<string>): JobTallies[] {
+    const jobs = only ? [...only].flatMap((id) => this.registry.job(id) ?? []) : this.registry.jobs();
+    return jobs.map((j) => jobTallies(j, this.everywhere, this.closedTotals.get(j.id)));
   }
 
   /** Reads live counters (`own`, or every connection), on the host and on links. A read of
