@@ -1,5 +1,5 @@
 import type { Traffic } from '../profiler/control.js';
-import { formatValue, type ExpositionWriter, type Family } from './exposition.js';
+import { escapeLabel, formatValue, type ExpositionWriter, type Family } from './exposition.js';
 import { F } from './metric-families.js';
 
 /**
@@ -21,7 +21,6 @@ export interface Tally extends Traffic {
 
 /** A job's figures as a scrape shows them (a live job's or an ended one's). */
 export interface JobRow {
-  id: string;
   /** `job_id="…"`, escaped. */
   labels: string;
   t: Tally; // connections: the closed ones
@@ -67,62 +66,74 @@ export const PER_JOB = new Map<Family, (out: Lines, r: JobRow) => void>([
 export const JOBS_PER_BLOCK = 128;
 
 interface Block {
-  jobs: Set<Entry>;
+  jobs: Set<JobEntry>;
   /** Encoded lines per family, made on first use after a change. */
   text: Map<Family, Buffer>;
 }
 
-interface Entry {
-  row: JobRow;
-  block: Block;
-  /** The scrape that last showed the job. */
+/** What is kept of a job from one scrape to the next. */
+export interface JobEntry {
+  readonly id: string;
+  /** `job_id="…"`, escaped: made once. */
+  readonly labels: string;
+  /** The pids with series of their own, with their labels, in the order first seen (stable: a
+   * pid never moves between its own series and "other", which would break both counters). */
+  readonly pids: Map<number, string>;
+  /** The figures its lines were written with; none until first put. */
+  row?: JobRow;
+  block?: Block;
+  /** The pass that last put it. */
   seen: number;
 }
 
 export class JobBlocks {
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries = new Map<string, JobEntry>();
   private blocks: Block[] = [];
-  private scrape = 0;
+  private pass = 0;
 
   /** Starts a pass over every job (a scrape's): jobs it does not put are gone at end(). */
   begin(): void {
-    this.scrape += 1;
+    this.pass += 1;
+  }
+
+  /** The job's entry, made (and kept) on first use. */
+  job(id: string): JobEntry {
+    let e = this.entries.get(id);
+    if (!e) this.entries.set(id, (e = { id, labels: `job_id="${escapeLabel(id)}"`, pids: new Map(), seen: this.pass }));
+    return e;
+  }
+
+  /** Whether the current pass has put the job. */
+  putNow(id: string): boolean {
+    return this.entries.get(id)?.seen === this.pass;
   }
 
   /** A job's figures now: its block loses its text if they differ from those it was written
    * with. A pass over a few jobs (new ones, written ahead of the scrape) may put without begin(). */
-  put(row: JobRow): void {
-    const e = this.entries.get(row.id);
-    if (!e) {
-      const block = this.room();
-      const entry: Entry = { row, block, seen: this.scrape };
-      block.jobs.add(entry);
-      block.text.clear();
-      this.entries.set(row.id, entry);
+  put(e: JobEntry, row: JobRow): void {
+    e.seen = this.pass;
+    if (!e.block || !e.row) {
+      e.row = row;
+      e.block = this.room();
+      e.block.jobs.add(e);
+      e.block.text.clear();
       return;
     }
     // Same figures: the row it was written with stays (it is long-lived; the new one dies young).
-    if (!sameFigures(e.row, row)) {
-      e.block.text.clear();
-      e.row = row;
-    }
-    e.seen = this.scrape;
+    if (sameFigures(e.row, row)) return;
+    e.block.text.clear();
+    e.row = row;
   }
 
   /** Ends a pass begun with begin(): jobs it did not put have gone. */
   end(): void {
     for (const [id, e] of this.entries) {
-      if (e.seen === this.scrape) continue;
+      if (e.seen === this.pass) continue;
       this.entries.delete(id);
-      e.block.jobs.delete(e);
-      e.block.text.clear();
+      e.block?.jobs.delete(e);
+      e.block?.text.clear();
     }
     this.blocks = this.blocks.filter((b) => b.jobs.size > 0);
-  }
-
-  /** The job's labels as last written (made once per job, not per scrape). */
-  labelsOf(id: string): string | undefined {
-    return this.entries.get(id)?.row.labels;
   }
 
   /** Renders the blocks that lost their text, every family, giving the event loop its turns. */
@@ -141,7 +152,7 @@ export class JobBlocks {
   private async renderInto(w: ExpositionWriter, b: Block, f: Family): Promise<Buffer> {
     const out = new Lines();
     const render = PER_JOB.get(f)!;
-    for (const e of b.jobs) render(out, e.row);
+    for (const e of b.jobs) render(out, e.row!);
     const bytes = Buffer.from(out.text, 'utf8');
     b.text.set(f, bytes);
     w.rendered(out.series);

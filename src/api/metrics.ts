@@ -7,7 +7,7 @@ import type { LogStats } from '../log/connection-log.js';
 import { methodNotAllowed, sendChunks } from './http.js';
 import { SelfUsageReader } from './self-usage.js';
 import { CONTENT_TYPE, ExpositionWriter, escapeLabel, type Family } from './exposition.js';
-import { JobBlocks, PER_JOB, type JobRow, type Tally } from './job-blocks.js';
+import { JobBlocks, PER_JOB, type JobEntry, type JobRow, type Tally } from './job-blocks.js';
 import { F } from './metric-families.js';
 import { addTraffic } from '../profiler/views.js';
 import { diag } from '../util/diag.js';
@@ -77,10 +77,6 @@ export class Metrics {
   /** Closed connections of live jobs, per job and pid, from the records as they are logged. */
   private readonly closed = new Map<string, Map<number, Tally>>();
   private readonly ended = new Map<string, EndedJob>();
-  /** Per job, the pids that have series of their own with their labels, in the order first seen
-   * (stable: a pid never moves between its own series and "other", which would break both
-   * counters). */
-  private readonly slots = new Map<string, Map<number, string>>();
   private readonly graceMs: number;
   private readonly processLimit: number;
   private readonly logBufferLimit: number | undefined;
@@ -189,11 +185,10 @@ export class Metrics {
     const now = this.now();
     for (const [job, e] of this.ended) if (now - e.endedAt >= this.graceMs) this.ended.delete(job);
     if (!only) this.blocks.begin();
-    const live = new Set<string>();
     for (const d of tallies) {
       if (only && !only.has(d.job)) continue;
-      live.add(d.job);
-      if (this.ended.delete(d.job)) this.slots.delete(d.job); // the id is in use again
+      const job = this.blocks.job(d.job);
+      if (this.ended.delete(d.job)) job.pids.clear(); // the id is in use again
       // Per pid: its closed connections (also of pids gone), plus its open ones live.
       const perPid = new Map<number, Tally & { open: number }>();
       for (const [pid, c] of this.closed.get(d.job) ?? []) perPid.set(pid, { ...c, open: 0 });
@@ -204,15 +199,11 @@ export class Metrics {
           t.open += p.open_connections;
         } else perPid.set(p.pid, { bytes_in: p.bytes_in, bytes_out: p.bytes_out, packets_in: p.packets_in, packets_out: p.packets_out, connections: 0, open: p.open_connections });
       }
-      const labels = this.labels(d.job);
       const t = { bytes_in: d.bytes_in, bytes_out: d.bytes_out, packets_in: d.packets_in, packets_out: d.packets_out, connections: d.closed_connections };
-      this.blocks.put({ id: d.job, labels, t, open: d.open_connections, processes: d.processes.length, procs: this.processRows(d.job, labels, perPid) });
+      this.blocks.put(job, { labels: job.labels, t, open: d.open_connections, processes: d.processes.length, procs: this.processRows(job, perPid) });
     }
-    if (!only) {
-      // Records of jobs that are neither live nor ended (never registered here): not kept.
-      for (const job of this.closed.keys()) if (!live.has(job)) this.closed.delete(job);
-      for (const job of this.slots.keys()) if (!live.has(job) && !this.ended.has(job)) this.slots.delete(job);
-    }
+    // Records of jobs that are neither live nor ended (never registered here): not kept.
+    if (!only) for (const job of this.closed.keys()) if (!this.blocks.putNow(job)) this.closed.delete(job);
     for (const [id, e] of this.ended) {
       if (only && !only.has(id)) continue;
       const total = zero();
@@ -220,29 +211,23 @@ export class Metrics {
         addTraffic(total, t);
         total.connections += t.connections;
       }
-      const labels = this.labels(id);
+      const job = this.blocks.job(id);
       const perPid = new Map([...e.processes].map(([pid, t]) => [pid, { ...t, open: 0 }]));
-      this.blocks.put({ id, labels, t: total, open: 0, processes: 0, endedAt: e.endedAt, procs: this.processRows(id, labels, perPid) });
+      this.blocks.put(job, { labels: job.labels, t: total, open: 0, processes: 0, endedAt: e.endedAt, procs: this.processRows(job, perPid) });
     }
     if (!only) this.blocks.end();
   }
 
-  private labels(job: string): string {
-    return this.blocks.labelsOf(job) ?? `job_id="${escapeLabel(job)}"`;
-  }
-
   /** A job's per-process rows: its first `processLimit` pids each, the rest summed as "other". */
-  private processRows(job: string, jobLabels: string, perPid: Map<number, Tally & { open: number }>): JobRow['procs'] {
+  private processRows(job: JobEntry, perPid: Map<number, Tally & { open: number }>): JobRow['procs'] {
     if (this.processLimit === 0) return [];
-    let slots = this.slots.get(job);
-    if (!slots) this.slots.set(job, (slots = new Map()));
     const out: JobRow['procs'] = [];
     const rest = zero();
     let restOpen = 0;
     let folded = 0;
     for (const [pid, t] of perPid) {
-      let labels = slots.get(pid);
-      if (labels === undefined && slots.size < this.processLimit) slots.set(pid, (labels = `${jobLabels},pid="${pid}"`));
+      let labels = job.pids.get(pid);
+      if (labels === undefined && job.pids.size < this.processLimit) job.pids.set(pid, (labels = `${job.labels},pid="${pid}"`));
       if (labels !== undefined) {
         out.push({ labels, t, open: t.open });
         continue;
@@ -252,7 +237,7 @@ export class Metrics {
       rest.connections += t.connections;
       restOpen += t.open;
     }
-    if (folded) out.push({ labels: `${jobLabels},pid="${OTHER_PIDS}"`, t: rest, open: restOpen });
+    if (folded) out.push({ labels: `${job.labels},pid="${OTHER_PIDS}"`, t: rest, open: restOpen });
     return out;
   }
 

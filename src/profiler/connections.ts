@@ -40,6 +40,8 @@ export interface TrackedConnection {
   countsAt?: number;
 }
 
+const NONE: readonly TrackedConnection[] = Object.freeze([]);
+
 /** The tracked connections, indexed by key and by owning process. */
 export class ConnectionTable {
   private readonly byId = new Map<string, TrackedConnection>();
@@ -72,8 +74,10 @@ export class ConnectionTable {
     if (set?.size === 0) this.byPid.delete(c.pid);
   }
 
-  ofPid(pid: number): TrackedConnection[] {
-    return [...(this.byPid.get(pid) ?? [])].map((id) => this.byId.get(id)!);
+  /** A process's connections (most have none: then one shared empty list, nothing made). */
+  ofPid(pid: number): readonly TrackedConnection[] {
+    const ids = this.byPid.get(pid);
+    return ids ? [...ids].map((id) => this.byId.get(id)!) : NONE;
   }
 
   all(): TrackedConnection[] {

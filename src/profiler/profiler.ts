@@ -121,7 +121,13 @@ export class Profiler implements DaemonControl {
   }
 
   /** Open connections of a process, on the host and on its links. */
-  private readonly everywhere = { ofPid: (pid: number) => [...this.tracker.table.ofPid(pid), ...(this.links?.ofPid(pid) ?? [])] };
+  private readonly everywhere = {
+    ofPid: (pid: number): readonly TrackedConnection[] => {
+      const here = this.tracker.table.ofPid(pid);
+      const there = this.links?.ofPid(pid);
+      return there?.length ? [...here, ...there] : here;
+    },
+  };
 
   /** Logs what a crashed run left (harvested by the engine's start), then listens to capture and
    * starts the periodic garbage collection. */
