@@ -12,7 +12,7 @@ import type { TrackedConnection } from './connections.js';
 import { Scope } from './scope.js';
 import { LinkSites, type LinkOpener } from './link-sites.js';
 import { diag } from '../util/diag.js';
-import { awaitLive, oldestRead } from './live-view.js';
+import { awaitLive, everyFigureReadAt, oldestRead } from './live-view.js';
 import { healthProblems, lateGraceOf, type LateGrace } from './health.js';
 
 export interface ProfilerParts {
@@ -369,7 +369,7 @@ export class Profiler implements DaemonControl {
   }
 
   async refreshCounts(): Promise<void> {
-    await this.readLive(undefined, undefined, () => this.tracker.countsReadAt || undefined);
+    await this.readLive(undefined, undefined, () => everyFigureReadAt(this.connections.all(), this.tracker.countsReadAt));
   }
 
   tallies(only?: ReadonlySet<string>): JobTallies[] {
