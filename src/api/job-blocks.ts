@@ -1,4 +1,4 @@
-import type { Traffic } from '../profiler/control.js';
+import type { JobTallies, Traffic } from '../profiler/control.js';
 import { escapeLabel, formatValue, type ExpositionWriter, type Family } from './exposition.js';
 import { F } from './metric-families.js';
 
@@ -125,6 +125,11 @@ export class JobBlocks {
     e.row = row;
   }
 
+  /** The job shows what it showed: kept as it is. */
+  keep(e: JobEntry): void {
+    e.seen = this.pass;
+  }
+
   /** Ends a pass begun with begin(): jobs it did not put have gone. */
   end(): void {
     for (const [id, e] of this.entries) {
@@ -168,6 +173,28 @@ export class JobBlocks {
     this.blocks.push(b);
     return b;
   }
+}
+
+/**
+ * Whether a live job's tallies would make the row it was last written with, checked without
+ * making one: most jobs are idle and nothing of theirs moves. Only for a job without closed
+ * connections of its own records whose every process has series of its own (the row's order is
+ * then the tallies'); for any other, false, and the row is made and compared.
+ */
+export function sameAsWritten(e: JobEntry, d: JobTallies): boolean {
+  const r = e.row;
+  if (!r || r.endedAt !== undefined || r.open !== d.open_connections || r.processes !== d.processes.length || r.procs.length !== d.processes.length) return false;
+  if (!sameTraffic(r.t, d) || r.t.connections !== d.closed_connections) return false;
+  for (let i = 0; i < d.processes.length; i++) {
+    const p = d.processes[i]!;
+    const q = r.procs[i]!;
+    if (q.labels !== e.pids.get(p.pid) || q.open !== p.open_connections || q.t.connections !== 0 || !sameTraffic(q.t, p)) return false;
+  }
+  return true;
+}
+
+function sameTraffic(a: Traffic, b: Traffic): boolean {
+  return a.bytes_in === b.bytes_in && a.bytes_out === b.bytes_out && a.packets_in === b.packets_in && a.packets_out === b.packets_out;
 }
 
 function sameTally(a: Tally, b: Tally): boolean {

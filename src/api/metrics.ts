@@ -7,7 +7,7 @@ import type { LogStats } from '../log/connection-log.js';
 import { methodNotAllowed, sendChunks } from './http.js';
 import { SelfUsageReader } from './self-usage.js';
 import { CONTENT_TYPE, ExpositionWriter, escapeLabel, type Family } from './exposition.js';
-import { JobBlocks, PER_JOB, type JobEntry, type JobRow, type Tally } from './job-blocks.js';
+import { JobBlocks, PER_JOB, sameAsWritten, type JobEntry, type JobRow, type Tally } from './job-blocks.js';
 import { F } from './metric-families.js';
 import { addTraffic } from '../profiler/views.js';
 import { diag } from '../util/diag.js';
@@ -189,6 +189,10 @@ export class Metrics {
       if (only && !only.has(d.job)) continue;
       const job = this.blocks.job(d.job);
       if (this.ended.delete(d.job)) job.pids.clear(); // the id is in use again
+      if (!this.closed.has(d.job) && sameAsWritten(job, d)) {
+        this.blocks.keep(job);
+        continue;
+      }
       // Per pid: its closed connections (also of pids gone), plus its open ones live.
       const perPid = new Map<number, Tally & { open: number }>();
       for (const [pid, c] of this.closed.get(d.job) ?? []) perPid.set(pid, { ...c, open: 0 });

@@ -74,6 +74,16 @@ describe('GET /metrics: kept blocks', () => {
     text = await m.render();
     expect(value(text, 'netprof_job_bytes_total{job_id="j200",direction="in"}')).toBe(350);
     expect(value(text, 'netprof_process_connections_closed_total{job_id="j200",pid="1200"}')).toBe(1);
+    // Two processes whose figures swap: the job's totals stay, each process's move.
+    f.jobs.get('j300')!.procs.set(77, { pid: 77, open_connections: 0, bytes_in: 0, bytes_out: 0, packets_in: 0, packets_out: 0 });
+    f.live('j300', 1300, 1, 10);
+    text = await m.render();
+    f.live('j300', 1300, 0, 0);
+    f.live('j300', 77, 1, 10);
+    text = await m.render();
+    expect(value(text, 'netprof_job_open_connections{job_id="j300"}')).toBe(1);
+    expect(value(text, 'netprof_process_open_connections{job_id="j300",pid="1300"}')).toBe(0);
+    expect(value(text, 'netprof_process_bytes_total{job_id="j300",pid="77",direction="in"}')).toBe(10);
     // Gone without an end (the registry forgot it): its series go; a new job's come.
     f.jobs.delete('j5');
     f.start('new', 99);
@@ -121,12 +131,13 @@ describe('GET /metrics: kept blocks', () => {
     for (let step = 0; step < 200; step++) {
       const ids = [...f.jobs.keys()];
       const pick = ids[rnd(Math.max(ids.length, 1))];
-      const r = rnd(10);
+      const r = rnd(11);
       if (r < 3 || !pick) f.start(`job${rnd(300)}${rnd(9) ? '' : '"\\\n'}`, pid++);
       else if (r < 4) f.end(pick);
-      else if (r < 8) f.live(pick, [...f.jobs.get(pick)!.procs.keys()][0]!, rnd(3), rnd(10_000));
+      else if (r < 8) f.live(pick, [...f.jobs.get(pick)!.procs.keys()][rnd(2) ? 0 : f.jobs.get(pick)!.procs.size - 1]!, rnd(3), rnd(10_000));
       else if (r < 9) f.close(pick, [...f.jobs.get(pick)!.procs.keys()][0]!, rnd(500));
-      else now += 10_000;
+      else if (r < 10) now += 10_000;
+      else f.jobs.get(pick)!.procs.set(pid, { pid: pid++, open_connections: 1, bytes_in: rnd(100), bytes_out: 0, packets_in: 1, packets_out: 0 });
       if (rnd(3) === 0) await vi.advanceTimersByTimeAsync(WRITE_AHEAD_MS);
       if (rnd(2) === 0) await kept.render();
       const first = firsts.get(step);
