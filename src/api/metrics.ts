@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { DaemonControl, Health, JobTallies, Traffic } from '../profiler/control.js';
+import type { DaemonControl, Health, Traffic } from '../profiler/control.js';
 import type { ConnectionRecord } from '../log/record.js';
 import type { TrackerStats } from '../profiler/tracker.js';
 import type { InterfaceStats } from '../capture/capture.js';
@@ -136,7 +136,7 @@ export class Metrics {
       const only = new Set(this.startedOrEnded);
       this.startedOrEnded.clear();
       this.scraping = this.scraping.then(async () => {
-        this.putRows(this.control.tallies(only), only);
+        this.putRows(only);
         await this.blocks.prepare(new ExpositionWriter());
       }).catch((e: Error) => diag.warn('cannot write /metrics ahead', { error: e.message }));
     }, WRITE_AHEAD_MS).unref();
@@ -162,7 +162,7 @@ export class Metrics {
     // and a counter that then drops back reads as a reset to Prometheus).
     const health = this.control.health();
     const stats = this.control.stats();
-    this.putRows(this.control.tallies());
+    this.putRows();
     const w = new ExpositionWriter();
     const wide = this.daemonWide(health, stats);
     for (const f of Object.values(F)) {
@@ -181,17 +181,17 @@ export class Metrics {
   /** Puts every job's row into the blocks (`only`: just these jobs, and nothing is dropped):
    * live jobs from the profiler's tallies plus this object's closed records, then the ended jobs
    * still in their grace period. */
-  private putRows(tallies: JobTallies[], only?: ReadonlySet<string>): void {
+  private putRows(only?: ReadonlySet<string>): void {
     const now = this.now();
     for (const [job, e] of this.ended) if (now - e.endedAt >= this.graceMs) this.ended.delete(job);
     if (!only) this.blocks.begin();
-    for (const d of tallies) {
-      if (only && !only.has(d.job)) continue;
+    this.control.eachTally((d) => {
+      if (only && !only.has(d.job)) return;
       const job = this.blocks.job(d.job);
       if (this.ended.delete(d.job)) job.pids.clear(); // the id is in use again
       if (!this.closed.has(d.job) && sameAsWritten(job, d)) {
         this.blocks.keep(job);
-        continue;
+        return;
       }
       // Per pid: its closed connections (also of pids gone), plus its open ones live.
       const perPid = new Map<number, Tally & { open: number }>();
@@ -205,7 +205,7 @@ export class Metrics {
       }
       const t = { bytes_in: d.bytes_in, bytes_out: d.bytes_out, packets_in: d.packets_in, packets_out: d.packets_out, connections: d.closed_connections };
       this.blocks.put(job, { labels: job.labels, t, open: d.open_connections, processes: d.processes.length, procs: this.processRows(job, perPid) });
-    }
+    }, only);
     // Records of jobs that are neither live nor ended (never registered here): not kept.
     if (!only) for (const job of this.closed.keys()) if (!this.blocks.putNow(job)) this.closed.delete(job);
     for (const [id, e] of this.ended) {

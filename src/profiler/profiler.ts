@@ -372,9 +372,9 @@ export class Profiler implements DaemonControl {
     await this.readLive(undefined, undefined, () => everyFigureReadAt(this.connections.all(), this.tracker.countsReadAt));
   }
 
-  tallies(only?: ReadonlySet<string>): JobTallies[] {
+  eachTally(visit: (t: JobTallies) => void, only?: ReadonlySet<string>): void {
     const jobs = only ? [...only].flatMap((id) => this.registry.job(id) ?? []) : this.registry.jobs();
-    return jobs.map((j) => jobTallies(j, this.everywhere, this.closedTotals.get(j.id)));
+    for (const j of jobs) visit(jobTallies(j, this.everywhere, this.closedTotals.get(j.id)));
   }
 
   /** Reads live counters (`own`, or every connection), on the host and on links. A read of

@@ -22,7 +22,7 @@ function fakeDaemon() {
   const control = {
     observe: (o: DaemonObserver) => (observers.push(o), () => undefined),
     refreshCounts: async () => undefined,
-    tallies,
+    eachTally: (visit: (t: JobTallies) => void, only?: ReadonlySet<string>) => tallies(only).forEach(visit),
     health: () => ({ status: 'ok', uptime_s: 5, engine: 'nftables', interfaces: ['eth0'], problems: [] }),
     stats: () => ({ jobs: jobs.size }),
   } as unknown as DaemonControl;

@@ -6,7 +6,7 @@ import { Metrics } from '../../../src/api/metrics.js';
 // /metrics from a scripted DaemonControl: what the profiler reports live, what records say of
 // closed connections, and an ended job's totals until the grace period passes.
 
-/** What the profiler's tallies() gives of a job the test describes as its view. */
+/** What the profiler's eachTally() gives of a job the test describes as its view. */
 const tallies = (d: JobDetail): JobTallies => ({
   job: d.job, open_connections: d.open_connections, closed_connections: d.closed_connections,
   bytes_in: d.bytes_in, bytes_out: d.bytes_out, packets_in: d.packets_in, packets_out: d.packets_out,
@@ -20,7 +20,7 @@ function fakeDaemon() {
     observe: (o: DaemonObserver) => ((observer = o), () => undefined),
     jobs: () => [...jobs.values()],
     refreshCounts: async () => undefined,
-    tallies: () => [...jobs.values()].map(tallies),
+    eachTally: (visit: (t: JobTallies) => void) => [...jobs.values()].map(tallies).forEach(visit),
     health: () => ({ status: 'ok', uptime_s: 5, engine: 'nftables', interfaces: ['eth0'], problems: [] }),
     stats: () => ({
       jobs: jobs.size, processes: 1, connections_tracked: 1, counters_installed: 1,
