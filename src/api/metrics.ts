@@ -31,6 +31,8 @@ import { diag } from '../util/diag.js';
 export const ENDED_JOB_GRACE_MS = 5 * 60_000;
 /** How soon after a job starts or ends its series are written, ahead of the next scrape. */
 export const WRITE_AHEAD_MS = 1_000;
+/** Jobs started or ended since the last pass over all after which the write ahead is one. */
+export const FULL_PASS_AFTER = 1_000;
 /** Processes per job with series of their own. */
 export const PROCESS_SERIES_PER_JOB = 10;
 /** The pid label of the processes beyond the limit, summed. */
@@ -86,6 +88,8 @@ export class Metrics {
   /** Jobs started or ended since the last write ahead, and its timer. */
   private readonly startedOrEnded = new Set<string>();
   private ahead: NodeJS.Timeout | undefined;
+  /** Jobs started or ended since the last pass over all. */
+  private sinceFullPass = 0;
   /** The per-job series as of the last scrape, rendered again only where figures moved. */
   private readonly blocks = new JobBlocks();
   readonly stop: () => void;
@@ -128,12 +132,16 @@ export class Metrics {
   /** Writes a started or ended job's series soon, ahead of the next scrape: a burst of
    * registrations would otherwise leave all of its jobs' text to that scrape (at 10,000 jobs,
    * the whole answer). In the scrapes' queue, so that it never interleaves with one; what it
-   * writes is compared with the figures again at the scrape. */
+   * writes is compared with the figures again at the scrape. Once many jobs have come or gone
+   * since the last pass over all (nobody scrapes), it makes one: the next scrape then finds
+   * every block current, and a first pass over thousands of jobs (its code not yet compiled,
+   * its garbage collections) is not that scrape's to wait for. */
   private writeAhead(job: string): void {
     this.startedOrEnded.add(job);
+    this.sinceFullPass += 1;
     this.ahead ??= setTimeout(() => {
       this.ahead = undefined;
-      const only = new Set(this.startedOrEnded);
+      const only = this.sinceFullPass >= FULL_PASS_AFTER ? undefined : new Set(this.startedOrEnded);
       this.startedOrEnded.clear();
       this.scraping = this.scraping.then(async () => {
         this.putRows(only);
@@ -184,7 +192,10 @@ export class Metrics {
   private putRows(only?: ReadonlySet<string>): void {
     const now = this.now();
     for (const [job, e] of this.ended) if (now - e.endedAt >= this.graceMs) this.ended.delete(job);
-    if (!only) this.blocks.begin();
+    if (!only) {
+      this.blocks.begin();
+      this.sinceFullPass = 0;
+    }
     this.control.eachTally((d) => {
       if (only && !only.has(d.job)) return;
       const job = this.blocks.job(d.job);

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { DaemonControl, DaemonObserver, JobTallies, ProcessTally } from '../../../src/profiler/control.js';
 import type { ConnectionRecord } from '../../../src/log/record.js';
-import { Metrics, WRITE_AHEAD_MS } from '../../../src/api/metrics.js';
+import { FULL_PASS_AFTER, Metrics, WRITE_AHEAD_MS } from '../../../src/api/metrics.js';
 import { JOBS_PER_BLOCK } from '../../../src/api/job-blocks.js';
 
 // /metrics keeps each block of jobs' text between scrapes and writes again only where figures
@@ -99,7 +99,8 @@ describe('GET /metrics: kept blocks', () => {
     const f = fakeDaemon();
     const m = new Metrics(f.control, { graceMs: 60_000, now: () => now });
     await m.render();
-    for (let i = 0; i < 2 * JOBS_PER_BLOCK; i++) f.start(`j${i}`, 1000 + i);
+    // Enough to make the write ahead a pass over all jobs; the end below makes one of one job.
+    for (let i = 0; i < FULL_PASS_AFTER; i++) f.start(`j${i}`, 1000 + i);
     await vi.advanceTimersByTimeAsync(WRITE_AHEAD_MS + 10); // written ahead with every figure 0
     f.live('j3', 1003, 1, 4242);
     let text = await m.render();
