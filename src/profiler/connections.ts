@@ -40,8 +40,6 @@ export interface TrackedConnection {
   countsAt?: number;
 }
 
-const NONE: readonly TrackedConnection[] = Object.freeze([]);
-
 /** The tracked connections, indexed by key and by owning process. */
 export class ConnectionTable {
   private readonly byId = new Map<string, TrackedConnection>();
@@ -77,8 +75,10 @@ export class ConnectionTable {
   /** A process's connections (most have none: then one shared empty list, nothing made). */
   ofPid(pid: number): readonly TrackedConnection[] {
     const ids = this.byPid.get(pid);
-    return ids ? [...ids].map((id) => this.byId.get(id)!) : NONE;
+    return ids ? [...ids].map((id) => this.byId.get(id)!) : ConnectionTable.NONE;
   }
+
+  private static readonly NONE: readonly TrackedConnection[] = Object.freeze([]);
 
   all(): TrackedConnection[] {
     return [...this.byId.values()];
