@@ -56,6 +56,17 @@ export class ExpositionWriter {
     this.series += 1;
   }
 
+  /** Bytes written elsewhere (a block of series kept from an earlier scrape), in their place. */
+  chunk(bytes: Buffer): void {
+    this.flush(false);
+    if (bytes.length) this.chunks.push(bytes);
+  }
+
+  /** Counts series written elsewhere towards the slice. */
+  rendered(series: number): void {
+    this.series += series;
+  }
+
   /** Gives the event loop a turn once a slice is written; call it between rows. */
   async breathe(): Promise<void> {
     if (this.series < SERIES_PER_SLICE) return;
@@ -63,14 +74,15 @@ export class ExpositionWriter {
     await new Promise<void>((r) => setImmediate(r));
   }
 
-  finish(): Buffer {
+  /** The answer, in the pieces it was written in. */
+  finish(): Buffer[] {
     this.flush();
-    return Buffer.concat(this.chunks);
+    return this.chunks;
   }
 
-  private flush(): void {
+  private flush(sliceDone = true): void {
     if (this.text) this.chunks.push(Buffer.from(this.text, 'utf8'));
     this.text = '';
-    this.series = 0;
+    if (sliceDone) this.series = 0;
   }
 }

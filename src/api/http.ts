@@ -51,6 +51,19 @@ export function send(res: ServerResponse, status: number, body: string | Buffer,
   res.end(bytes);
 }
 
+/** An answer already in pieces (a scrape's blocks of series): written as they are, never copied
+ * into one buffer; corked, so that they leave in few system calls. */
+export function sendChunks(res: ServerResponse, status: number, chunks: readonly Buffer[], type: string): void {
+  if (res.headersSent) return;
+  let length = 0;
+  for (const c of chunks) length += c.length;
+  res.writeHead(status, { 'Content-Type': type, 'Content-Length': length, 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' });
+  if (res.req?.method === 'HEAD') return void res.end();
+  res.cork();
+  for (const c of chunks) res.write(c);
+  res.end();
+}
+
 export function sendJson(res: ServerResponse, status: number, value: unknown, extra: Record<string, string> = {}): void {
   send(res, status, JSON.stringify(value, null, 2) + '\n', 'application/json; charset=utf-8', extra);
 }

@@ -1,14 +1,16 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { DaemonControl, Health, JobTallies, Traffic } from '../profiler/control.js';
+import type { DaemonControl, Health, Traffic } from '../profiler/control.js';
 import type { ConnectionRecord } from '../log/record.js';
 import type { TrackerStats } from '../profiler/tracker.js';
 import type { InterfaceStats } from '../capture/capture.js';
 import type { LogStats } from '../log/connection-log.js';
-import { methodNotAllowed, send } from './http.js';
+import { methodNotAllowed, sendChunks } from './http.js';
 import { SelfUsageReader } from './self-usage.js';
 import { CONTENT_TYPE, ExpositionWriter, escapeLabel, type Family } from './exposition.js';
+import { JobBlocks, PER_JOB, sameAsWritten, type JobEntry, type JobRow, type Tally } from './job-blocks.js';
 import { F } from './metric-families.js';
 import { addTraffic } from '../profiler/views.js';
+import { diag } from '../util/diag.js';
 
 /**
  * GET /metrics: the Prometheus text format, written on each scrape from DaemonControl: one
@@ -27,14 +29,14 @@ import { addTraffic } from '../profiler/views.js';
 
 /** How long an ended job's final totals stay on /metrics. */
 export const ENDED_JOB_GRACE_MS = 5 * 60_000;
+/** How soon after a job starts or ends its series are written, ahead of the next scrape. */
+export const WRITE_AHEAD_MS = 1_000;
+/** Jobs started or ended since the last pass over all after which the write ahead is one. */
+export const FULL_PASS_AFTER = 1_000;
 /** Processes per job with series of their own. */
 export const PROCESS_SERIES_PER_JOB = 10;
 /** The pid label of the processes beyond the limit, summed. */
 export const OTHER_PIDS = 'other';
-
-interface Tally extends Traffic {
-  connections: number;
-}
 
 interface EndedJob {
   endedAt: number;
@@ -61,37 +63,6 @@ export interface MetricsOptions {
   now?: () => number;
 }
 
-/** A job's figures as a scrape shows them (a live job's or an ended one's). */
-interface JobRow {
-  /** `job_id="…"`, escaped. */
-  labels: string;
-  t: Tally; // connections: the closed ones
-  open: number;
-  processes: number;
-  endedAt?: number;
-  procs: { labels: string; t: Tally; open: number }[];
-}
-
-/** The job-wide and per-process families: written from the rows, family by family. */
-const PER_JOB: [Family, (w: ExpositionWriter, r: JobRow) => void][] = [
-  [F.jobBytes, (w, r) => traffic(w, F.jobBytes.name, r.labels, r.t.bytes_in, r.t.bytes_out)],
-  [F.jobPackets, (w, r) => traffic(w, F.jobPackets.name, r.labels, r.t.packets_in, r.t.packets_out)],
-  [F.jobOpened, (w, r) => w.sample(F.jobOpened.name, r.labels, r.open + r.t.connections)],
-  [F.jobClosed, (w, r) => w.sample(F.jobClosed.name, r.labels, r.t.connections)],
-  [F.jobOpen, (w, r) => w.sample(F.jobOpen.name, r.labels, r.open)],
-  [F.jobProcesses, (w, r) => w.sample(F.jobProcesses.name, r.labels, r.processes)],
-  [F.jobEnded, (w, r) => r.endedAt !== undefined && w.sample(F.jobEnded.name, r.labels, r.endedAt / 1000)],
-  [F.procBytes, (w, r) => r.procs.forEach((p) => traffic(w, F.procBytes.name, p.labels, p.t.bytes_in, p.t.bytes_out))],
-  [F.procPackets, (w, r) => r.procs.forEach((p) => traffic(w, F.procPackets.name, p.labels, p.t.packets_in, p.t.packets_out))],
-  [F.procOpen, (w, r) => r.procs.forEach((p) => w.sample(F.procOpen.name, p.labels, p.open))],
-  [F.procClosed, (w, r) => r.procs.forEach((p) => w.sample(F.procClosed.name, p.labels, p.t.connections))],
-];
-
-function traffic(w: ExpositionWriter, name: string, labels: string, inbound: number, outbound: number): void {
-  w.sample(name, `${labels},direction="in"`, inbound);
-  w.sample(name, `${labels},direction="out"`, outbound);
-}
-
 /** The daemon-wide series of one scrape: a counter's samples add up, a gauge's replace. */
 class DaemonWide {
   readonly samples = new Map<Family, Map<string, number>>();
@@ -108,15 +79,19 @@ export class Metrics {
   /** Closed connections of live jobs, per job and pid, from the records as they are logged. */
   private readonly closed = new Map<string, Map<number, Tally>>();
   private readonly ended = new Map<string, EndedJob>();
-  /** Per job, the pids that have series of their own, in the order first seen (stable: a pid
-   * never moves between its own series and "other", which would break both counters). */
-  private readonly slots = new Map<string, Set<number>>();
   private readonly graceMs: number;
   private readonly processLimit: number;
   private readonly logBufferLimit: number | undefined;
   private readonly usage = new SelfUsageReader();
   private readonly now: () => number;
   private scraping: Promise<unknown> = Promise.resolve();
+  /** Jobs started or ended since the last write ahead, and its timer. */
+  private readonly startedOrEnded = new Set<string>();
+  private ahead: NodeJS.Timeout | undefined;
+  /** Jobs started or ended since the last pass over all. */
+  private sinceFullPass = 0;
+  /** The per-job series as of the last scrape, rendered again only where figures moved. */
+  private readonly blocks = new JobBlocks();
   readonly stop: () => void;
   readonly contentType = CONTENT_TYPE;
 
@@ -128,7 +103,11 @@ export class Metrics {
     this.processLimit = opts.processLimit ?? PROCESS_SERIES_PER_JOB;
     this.logBufferLimit = opts.logBufferLimit;
     this.now = opts.now ?? Date.now;
-    this.stop = control.observe({ record: (r) => this.onRecord(r), jobEnded: (job) => this.onJobEnded(job) });
+    const unobserve = control.observe({ record: (r) => this.onRecord(r), jobStarted: (job) => this.writeAhead(job), jobEnded: (job) => this.onJobEnded(job) });
+    this.stop = () => {
+      unobserve();
+      clearTimeout(this.ahead);
+    };
   }
 
   private onRecord(r: ConnectionRecord): void {
@@ -147,38 +126,57 @@ export class Metrics {
   private onJobEnded(job: string): void {
     this.ended.set(job, { endedAt: this.now(), processes: this.closed.get(job) ?? new Map() });
     this.closed.delete(job);
+    this.writeAhead(job);
   }
 
-  /** The exposition text (for tests and tools; the API sends renderBuffer()'s bytes). */
+  /** Writes a started or ended job's series soon, ahead of the next scrape: a burst of
+   * registrations would otherwise leave all of its jobs' text to that scrape (at 10,000 jobs,
+   * the whole answer). In the scrapes' queue, so that it never interleaves with one; what it
+   * writes is compared with the figures again at the scrape. Once many jobs have come or gone
+   * since the last pass over all (nobody scrapes), it makes one: the next scrape then finds
+   * every block current, and a first pass over thousands of jobs (its code not yet compiled,
+   * its garbage collections) is not that scrape's to wait for. */
+  private writeAhead(job: string): void {
+    this.startedOrEnded.add(job);
+    this.sinceFullPass += 1;
+    this.ahead ??= setTimeout(() => {
+      this.ahead = undefined;
+      const only = this.sinceFullPass >= FULL_PASS_AFTER ? undefined : new Set(this.startedOrEnded);
+      this.startedOrEnded.clear();
+      this.scraping = this.scraping.then(async () => {
+        this.putRows(only);
+        await this.blocks.prepare(new ExpositionWriter());
+      }).catch((e: Error) => diag.warn('cannot write /metrics ahead', { error: e.message }));
+    }, WRITE_AHEAD_MS).unref();
+  }
+
+  /** The exposition text (for tests and tools; the API sends renderChunks()'s bytes). */
   async render(): Promise<string> {
-    return (await this.renderBuffer()).toString('utf8');
+    return Buffer.concat(await this.renderChunks()).toString('utf8');
   }
 
-  /** Scrapes run one at a time so that one never sees another's values. */
-  renderBuffer(): Promise<Buffer> {
+  /** Scrapes run one at a time so that one never sees another's values. The answer comes in
+   * pieces (most of them kept from earlier scrapes): never joined, they are written as they are. */
+  renderChunks(): Promise<Buffer[]> {
     const next = this.scraping.then(() => this.collect());
     this.scraping = next.catch(() => undefined);
     return next;
   }
 
-  private async collect(): Promise<Buffer> {
+  private async collect(): Promise<Buffer[]> {
     await this.control.refreshCounts();
     // No await from here to the rows: the profiler's tallies and the records this object has
     // observed are of the same moment (a record in between would count a connection twice,
     // and a counter that then drops back reads as a reset to Prometheus).
     const health = this.control.health();
     const stats = this.control.stats();
-    const rows = this.rows(this.control.tallies());
+    this.putRows();
     const w = new ExpositionWriter();
     const wide = this.daemonWide(health, stats);
     for (const f of Object.values(F)) {
-      const each = PER_JOB.find(([pf]) => pf === f)?.[1];
       w.family(f);
-      if (each) {
-        for (const r of rows) {
-          each(w, r);
-          await w.breathe();
-        }
+      if (PER_JOB.has(f)) {
+        await this.blocks.write(w, f);
         continue;
       }
       const samples = wide.samples.get(f);
@@ -188,16 +186,24 @@ export class Metrics {
     return w.finish();
   }
 
-  /** Live jobs from the profiler's tallies plus this object's closed records, then the ended
-   * jobs still in their grace period. */
-  private rows(tallies: JobTallies[]): JobRow[] {
+  /** Puts every job's row into the blocks (`only`: just these jobs, and nothing is dropped):
+   * live jobs from the profiler's tallies plus this object's closed records, then the ended jobs
+   * still in their grace period. */
+  private putRows(only?: ReadonlySet<string>): void {
     const now = this.now();
     for (const [job, e] of this.ended) if (now - e.endedAt >= this.graceMs) this.ended.delete(job);
-    const rows: JobRow[] = [];
-    const live = new Set<string>();
-    for (const d of tallies) {
-      live.add(d.job);
-      if (this.ended.delete(d.job)) this.slots.delete(d.job); // the id is in use again
+    if (!only) {
+      this.blocks.begin();
+      this.sinceFullPass = 0;
+    }
+    this.control.eachTally((d) => {
+      if (only && !only.has(d.job)) return;
+      const job = this.blocks.job(d.job);
+      if (this.ended.delete(d.job)) job.pids.clear(); // the id is in use again
+      if (!this.closed.has(d.job) && sameAsWritten(job, d)) {
+        this.blocks.keep(job);
+        return;
+      }
       // Per pid: its closed connections (also of pids gone), plus its open ones live.
       const perPid = new Map<number, Tally & { open: number }>();
       for (const [pid, c] of this.closed.get(d.job) ?? []) perPid.set(pid, { ...c, open: 0 });
@@ -208,40 +214,37 @@ export class Metrics {
           t.open += p.open_connections;
         } else perPid.set(p.pid, { bytes_in: p.bytes_in, bytes_out: p.bytes_out, packets_in: p.packets_in, packets_out: p.packets_out, connections: 0, open: p.open_connections });
       }
-      const labels = `job_id="${escapeLabel(d.job)}"`;
       const t = { bytes_in: d.bytes_in, bytes_out: d.bytes_out, packets_in: d.packets_in, packets_out: d.packets_out, connections: d.closed_connections };
-      rows.push({ labels, t, open: d.open_connections, processes: d.processes.length, procs: this.processRows(d.job, labels, perPid) });
-    }
+      this.blocks.put(job, { labels: job.labels, t, open: d.open_connections, processes: d.processes.length, procs: this.processRows(job, perPid) });
+    }, only);
     // Records of jobs that are neither live nor ended (never registered here): not kept.
-    for (const job of this.closed.keys()) if (!live.has(job)) this.closed.delete(job);
-    for (const job of this.slots.keys()) if (!live.has(job) && !this.ended.has(job)) this.slots.delete(job);
-
+    if (!only) for (const job of this.closed.keys()) if (!this.blocks.putNow(job)) this.closed.delete(job);
     for (const [id, e] of this.ended) {
+      if (only && !only.has(id)) continue;
       const total = zero();
       for (const t of e.processes.values()) {
         addTraffic(total, t);
         total.connections += t.connections;
       }
-      const labels = `job_id="${escapeLabel(id)}"`;
+      const job = this.blocks.job(id);
       const perPid = new Map([...e.processes].map(([pid, t]) => [pid, { ...t, open: 0 }]));
-      rows.push({ labels, t: total, open: 0, processes: 0, endedAt: e.endedAt, procs: this.processRows(id, labels, perPid) });
+      this.blocks.put(job, { labels: job.labels, t: total, open: 0, processes: 0, endedAt: e.endedAt, procs: this.processRows(job, perPid) });
     }
-    return rows;
+    if (!only) this.blocks.end();
   }
 
   /** A job's per-process rows: its first `processLimit` pids each, the rest summed as "other". */
-  private processRows(job: string, jobLabels: string, perPid: Map<number, Tally & { open: number }>): JobRow['procs'] {
+  private processRows(job: JobEntry, perPid: Map<number, Tally & { open: number }>): JobRow['procs'] {
     if (this.processLimit === 0) return [];
-    let slots = this.slots.get(job);
-    if (!slots) this.slots.set(job, (slots = new Set()));
     const out: JobRow['procs'] = [];
     const rest = zero();
     let restOpen = 0;
     let folded = 0;
     for (const [pid, t] of perPid) {
-      if (!slots.has(pid) && slots.size < this.processLimit) slots.add(pid);
-      if (slots.has(pid)) {
-        out.push({ labels: `${jobLabels},pid="${pid}"`, t, open: t.open });
+      let labels = job.pids.get(pid);
+      if (labels === undefined && job.pids.size < this.processLimit) job.pids.set(pid, (labels = `${job.labels},pid="${pid}"`));
+      if (labels !== undefined) {
+        out.push({ labels, t, open: t.open });
         continue;
       }
       folded += 1;
@@ -249,7 +252,7 @@ export class Metrics {
       rest.connections += t.connections;
       restOpen += t.open;
     }
-    if (folded) out.push({ labels: `${jobLabels},pid="${OTHER_PIDS}"`, t: rest, open: restOpen });
+    if (folded) out.push({ labels: `${job.labels},pid="${OTHER_PIDS}"`, t: rest, open: restOpen });
     return out;
   }
 
@@ -336,5 +339,5 @@ export async function handleMetrics(req: IncomingMessage, res: ServerResponse, c
   const method = req.method ?? 'GET';
   if (method !== 'GET' && method !== 'HEAD') throw methodNotAllowed(['GET']);
   const metrics = metricsFor(control);
-  send(res, 200, await metrics.renderBuffer(), metrics.contentType);
+  sendChunks(res, 200, await metrics.renderChunks(), metrics.contentType);
 }

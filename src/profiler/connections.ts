@@ -89,9 +89,13 @@ export class ConnectionTable {
     if (set?.size === 0) this.byPid.delete(c.pid);
   }
 
-  ofPid(pid: number): TrackedConnection[] {
-    return [...(this.byPid.get(pid) ?? [])].map((id) => this.byId.get(id)!);
+  /** A process's connections (most have none: then one shared empty list, nothing made). */
+  ofPid(pid: number): readonly TrackedConnection[] {
+    const ids = this.byPid.get(pid);
+    return ids ? [...ids].map((id) => this.byId.get(id)!) : ConnectionTable.NONE;
   }
+
+  private static readonly NONE: readonly TrackedConnection[] = Object.freeze([]);
 
   all(): TrackedConnection[] {
     return [...this.byId.values()];

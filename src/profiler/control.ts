@@ -17,22 +17,27 @@ export interface DaemonControl {
    * for a scrape that asks for every job in turn) one shared read of all of them. */
   job(id: string, opts?: { readAll?: boolean }): Promise<JobDetail | undefined>;
   /** One shared read of every open connection's counters from the kernel (waited for at most
-   * a short while when many are open; tallies() then gives the last figures). */
+   * a short while when many are open; eachTally() then gives the last figures). */
   refreshCounts(): Promise<void>;
   /** Every job's open connections' counts per process, from the last read, plus its closed
    * connections' totals: what a metrics scrape needs, in one pass instead of a view per job.
-   * Synchronous, so that a caller's own record totals (observe()) are of the same moment. */
-  tallies(): JobTallies[];
+   * Synchronous, so that a caller's own record totals (observe()) are of the same moment.
+   * Handed over one job at a time, never as one list: at 10,000 jobs a list of them all was
+   * most of what a scrape's garbage collections had to copy. `only`: just these jobs (those of
+   * them profiled). */
+  eachTally(visit: (t: JobTallies) => void, only?: ReadonlySet<string>): void;
   health(): Health;
   stats(): Record<string, unknown>;
-  /** Tells the observer of every connection record as it is logged, and of every job ended
-   * (after its records). For GET /metrics: totals of closed connections per process, and the
+  /** Tells the observer of every connection record as it is logged, of every job started, and
+   * of every job ended (after its records). For GET /metrics: totals of closed connections per process, and the
    * final totals of ended jobs. Returns a function that stops the observation. */
   observe(observer: DaemonObserver): () => void;
 }
 
 export interface DaemonObserver {
   record?(r: ConnectionRecord): void;
+  /** A job's first process was registered. */
+  jobStarted?(job: string): void;
   jobEnded?(job: string): void;
 }
 

@@ -6,6 +6,7 @@ import type { JobLink } from '../resolve/links.js';
 import type { EndReason } from '../log/record.js';
 import type { ProfiledProcess } from '../registry/registry.js';
 import type { ConnectionTracker, TrackerResolve, TrackerSite } from './tracker.js';
+import type { TrackedConnection } from './connections.js';
 import { diag } from '../util/diag.js';
 import { RequestError } from '../registry/registry.js';
 
@@ -231,7 +232,8 @@ export class LinkSites {
     }));
   }
 
-  ofPid(pid: number) {
+  ofPid(pid: number): readonly TrackedConnection[] {
+    if (!this.sites.size) return [];
     return [...this.sites.values()].flatMap((s) => s.tracker.table.ofPid(pid));
   }
 

@@ -28,3 +28,10 @@ export function oldestRead(conns: readonly TrackedConnection[]): number | undefi
   for (const c of conns) if (c.countsAt !== undefined && (oldest === undefined || c.countsAt < oldest)) oldest = c.countsAt;
   return oldest;
 }
+
+/** When the figures of every connection were read (epoch ms): the oldest read among those a read
+ * can refresh, by the last full read or since by a job view's own (a poller of a big job keeps
+ * them fresh), and never older than the last full read; undefined if none was ever read. */
+export function everyFigureReadAt(conns: readonly TrackedConnection[], fullReadAt: number): number | undefined {
+  return Math.max(fullReadAt, oldestRead(conns.filter((c) => c.counting !== 'no-room' && !c.closing)) ?? 0) || undefined;
+}

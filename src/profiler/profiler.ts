@@ -12,7 +12,7 @@ import type { TrackedConnection } from './connections.js';
 import { Scope } from './scope.js';
 import { LinkSites, type LinkOpener } from './link-sites.js';
 import { diag } from '../util/diag.js';
-import { awaitLive, oldestRead } from './live-view.js';
+import { awaitLive, everyFigureReadAt, oldestRead } from './live-view.js';
 import { healthProblems, lateGraceOf, type LateGrace } from './health.js';
 
 export interface ProfilerParts {
@@ -121,7 +121,13 @@ export class Profiler implements DaemonControl {
   }
 
   /** Open connections of a process, on the host and on its links. */
-  private readonly everywhere = { ofPid: (pid: number) => [...this.tracker.table.ofPid(pid), ...(this.links?.ofPid(pid) ?? [])] };
+  private readonly everywhere = {
+    ofPid: (pid: number): readonly TrackedConnection[] => {
+      const here = this.tracker.table.ofPid(pid);
+      const there = this.links?.ofPid(pid);
+      return there?.length ? [...here, ...there] : here;
+    },
+  };
 
   /** Logs what a crashed run left (harvested by the engine's start), then listens to capture and
    * starts the periodic garbage collection. */
@@ -210,8 +216,10 @@ export class Profiler implements DaemonControl {
         // The pid was reused: the earlier process died unnoticed. Close its books first.
         await this.endProcesses([existing], 'process-end');
       }
+      const started = !this.registry.job(job);
       const result = this.registry.add(job, info);
       this.counters.registrations += 1;
+      if (started) this.notify((o) => o.jobStarted?.(job));
       if (result.added) {
         diag.info('process registered', { job, pid: info.pid, user: result.process.user });
         await this.adopt(result.process);
@@ -361,11 +369,12 @@ export class Profiler implements DaemonControl {
   }
 
   async refreshCounts(): Promise<void> {
-    await this.readLive(undefined, undefined, () => this.tracker.countsReadAt || undefined);
+    await this.readLive(undefined, undefined, () => everyFigureReadAt(this.connections.all(), this.tracker.countsReadAt));
   }
 
-  tallies(): JobTallies[] {
-    return this.registry.jobs().map((j) => jobTallies(j, this.everywhere, this.closedTotals.get(j.id)));
+  eachTally(visit: (t: JobTallies) => void, only?: ReadonlySet<string>): void {
+    const jobs = only ? [...only].flatMap((id) => this.registry.job(id) ?? []) : this.registry.jobs();
+    for (const j of jobs) visit(jobTallies(j, this.everywhere, this.closedTotals.get(j.id)));
   }
 
   /** Reads live counters (`own`, or every connection), on the host and on links. A read of

@@ -42,9 +42,10 @@ export function jobSummary(j: Job, table: Pick<ConnectionTable, 'ofPid'>, closed
 
 /** A job's tallies: like jobSummary, per process, without a view of each connection. */
 export function jobTallies(j: Job, table: Pick<ConnectionTable, 'ofPid'>, closed: (Traffic & { connections: number }) | undefined): JobTallies {
-  const t: JobTallies = { job: j.id, ...ZERO, open_connections: 0, closed_connections: closed?.connections ?? 0, processes: [] };
+  // Literals, not spreads of ZERO: this runs for every job of every scrape.
+  const t: JobTallies = { job: j.id, bytes_in: 0, bytes_out: 0, packets_in: 0, packets_out: 0, open_connections: 0, closed_connections: closed?.connections ?? 0, processes: [] };
   for (const p of j.processes.values()) {
-    const pt: ProcessTally = { pid: p.pid, ...ZERO, open_connections: 0 };
+    const pt: ProcessTally = { pid: p.pid, bytes_in: 0, bytes_out: 0, packets_in: 0, packets_out: 0, open_connections: 0 };
     for (const c of table.ofPid(p.pid)) {
       pt.open_connections += 1;
       addCounts(pt, c.counts);

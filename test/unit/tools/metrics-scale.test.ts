@@ -26,7 +26,7 @@ for (let i = 0; i < JOBS; i++) {
 const control = {
   observe: (o: DaemonObserver) => ((observer = o), () => undefined),
   refreshCounts: async () => undefined,
-  tallies: () => jobs.map((j) => ({ ...j, processes: j.processes.map((p) => ({ ...p })) })),
+  eachTally: (visit: (t: JobTallies) => void) => jobs.forEach((j) => visit({ ...j, processes: j.processes.map((p) => ({ ...p })) })),
   health: () => ({ status: 'ok', uptime_s: 5, engine: 'nftables', interfaces: ['eth0'], problems: [], late_grace: { configured_s: 30, shortened_to_s: null, unclaimed_held: 0, unclaimed_max: 10, released_early: 0 } }),
   stats: () => ({ jobs: JOBS, processes: JOBS, connections_tracked: 0, counters_installed: 0 }),
 } as unknown as DaemonControl;
