@@ -40,7 +40,7 @@ describe('a job view and its live read', () => {
     // One not refreshed by the full read (its element gone) shows figures older than it.
     expect(everyFigureReadAt([c(50), c(400)], 100)).toBe(100);
     // Closing or without room: no read refreshes them, so they do not make the others stale.
-    expect(everyFigureReadAt([c(10, { closing: true }), c(20, { counting: 'no-room' }), c(400)], 100)).toBe(400);
+    expect(everyFigureReadAt([c(10, { closing: 'fin' }), c(20, { counting: 'no-room' }), c(400)], 100)).toBe(400);
     expect(everyFigureReadAt([c()], 0)).toBeUndefined();
   });
 });
