@@ -14,6 +14,7 @@ import { LinkSites, type LinkOpener } from './link-sites.js';
 import { diag } from '../util/diag.js';
 import { awaitLive, everyFigureReadAt, oldestRead } from './live-view.js';
 import { healthProblems, lateGraceOf, type LateGrace } from './health.js';
+import { Upkeep } from './upkeep.js';
 
 export interface ProfilerParts {
   config: Config;
@@ -30,12 +31,6 @@ export interface ProfilerParts {
   links?: LinkOpener;
 }
 
-/** How often the engine checks that its counters are still in place: nftables checks one of
- * its two chains per call, so a flush is noticed within 4 s. */
-const REPAIR_INTERVAL_MS = 2_000;
-/** Empty jobs and exited processes are forgotten after this long if nobody ends them. */
-const FORGET_AFTER_MS = 3_600_000;
-
 /**
  * The orchestrator: keeps the registry, the tracked connections and the log consistent, and
  * answers the API. Kernel-facing parts are reached only through their narrow interfaces.
@@ -46,9 +41,7 @@ export class Profiler implements DaemonControl {
   /** Containers' and VMs' links, each with its own tracker. */
   readonly links: LinkSites | undefined;
   private readonly startedAt = Date.now();
-  private gcTimer: NodeJS.Timeout | undefined;
-  private repairTimer: NodeJS.Timeout | undefined;
-  private repairing = false;
+  private readonly upkeep: Upkeep;
   private stopping = false;
   private onShutdown: ((reason: string) => void) | undefined;
   /** Totals of connections already logged, per job, for the API's job totals. */
@@ -99,6 +92,7 @@ export class Profiler implements DaemonControl {
               }),
           })
         : undefined;
+    this.upkeep = new Upkeep(this.tracker, this.registry, parts.engine, () => this.links);
   }
 
   /** Every record passes here: kept in the job's totals, then written. */
@@ -130,45 +124,13 @@ export class Profiler implements DaemonControl {
   };
 
   /** Logs what a crashed run left (harvested by the engine's start), then listens to capture and
-   * starts the periodic garbage collection. */
+   * starts the periodic upkeep (garbage collection, the counters' check). */
   async start(recovered: Installed[] = []): Promise<void> {
     for (const r of recovered) await this.logRecovered(r);
     const capture = this.parts.capture;
     capture?.on('event', (ev) => this.tracker.onEvent(ev));
     capture?.on('gap', (gap) => void this.afterGap(gap));
-    this.gcTimer = setInterval(() => void this.periodic(), this.parts.config.gcInterval * 1000);
-    this.gcTimer.unref();
-    this.repairTimer = setInterval(() => void this.checkCounters(), REPAIR_INTERVAL_MS);
-    this.repairTimer.unref();
-  }
-
-  /** Someone may flush the ruleset behind our back: the engine puts its counters back, and the
-   * connections counted then are flagged partial. */
-  private async checkCounters(): Promise<void> {
-    if (this.repairing || this.stopping || !this.parts.engine) return;
-    this.repairing = true;
-    try {
-      await this.links?.repair();
-      const repair = await this.parts.engine.repair();
-      if (repair) {
-        const flagged = this.tracker.countingRestarted(repair.restarted);
-        diag.error('counters removed behind our back (a ruleset flush?): reinstalled; open connections counted from now', { reason: repair.reason, connections: repair.restarted.length, flagged_partial: flagged });
-      }
-    } catch (e) {
-      diag.error('checking the counters failed', { error: (e as Error).message });
-    } finally {
-      this.repairing = false;
-    }
-  }
-
-  private async periodic(): Promise<void> {
-    try {
-      await this.tracker.gc('periodic');
-      await this.links?.collect();
-      this.registry.prune(FORGET_AFTER_MS);
-    } catch (e) {
-      diag.error('garbage collection failed', { error: (e as Error).message });
-    }
+    this.upkeep.start(this.parts.config.gcInterval);
   }
 
   /** Connections opened while capture was down: found from the socket tables. */
@@ -279,8 +241,7 @@ export class Profiler implements DaemonControl {
   /** Logs every open connection and forgets every process: the daemon's last act. */
   async stop(): Promise<number> {
     this.stopping = true;
-    clearInterval(this.gcTimer);
-    clearInterval(this.repairTimer);
+    this.upkeep.stop();
     const logged = (await this.tracker.finishAll('shutdown')) + ((await this.links?.stopAll()) ?? 0);
     await this.endProcesses(this.registry.processes(), 'shutdown');
     return logged;
