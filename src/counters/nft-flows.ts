@@ -1,7 +1,7 @@
-import type { BeginOutcome, ConnKey, CounterOwner, Counts } from './engine.js';
+import type { BeginOutcome, ConnKey, CounterOwner, Counts, Installed } from './engine.js';
 import type { ElementStore } from './element-store.js';
-import { countsOf, ETHERNET_HEADER, flowsSet, pendSet, type SetElement } from './nft-ruleset.js';
-import { connId, inId, inTuple, outTuple, tupleId, type Tuple } from './tuple.js';
+import { countsOf, ETHERNET_HEADER, flowsSet, ownersSet, pendSet, type SetElement } from './nft-ruleset.js';
+import { connId, inId, inTuple, keyOf, outTuple, parseOwnerTag, tupleId, type Tuple } from './tuple.js';
 
 /** The nftables engine's reads of its flows sets, and what their elements mean as counts. */
 
@@ -120,4 +120,20 @@ export async function failedAdds(store: ElementStore, families: Iterable<4 | 6>)
   const ids = new Set<string>();
   for (const f of new Set(families)) for (const e of (await store.dump(pendSet(f), f)) ?? []) ids.add(tupleId(e.tuple));
   return (k) => ids.has(connId(k)) || ids.has(inId(k));
+}
+
+/** What a previous (crashed) run left in a table: its owned connections with their counters. */
+export async function harvestOwned(store: ElementStore, link: boolean): Promise<Installed[]> {
+  const out: Installed[] = [];
+  for (const f of [4, 6] as const) {
+    const owners = await store.dump(ownersSet(f), f);
+    if (!owners?.length) continue; // no table (or set): nothing to harvest
+    const flows = await readFlows(store, owners.map((e) => keyOf(e.tuple)));
+    for (const e of owners) {
+      const key = keyOf(e.tuple);
+      const owner = e.comment === undefined ? undefined : parseOwnerTag(e.comment);
+      out.push({ key, counts: countsIn(flows, key, link), ...(owner ? { owner } : {}) });
+    }
+  }
+  return out;
 }

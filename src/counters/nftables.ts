@@ -3,10 +3,10 @@ import { diag } from '../util/diag.js';
 import { ElementChanges, type ElementStore } from './element-store.js';
 import { Kernel } from './kernel.js';
 import { chainsOf, dropTableText, flowsSet, ownersSet, tableFamily, tableText, type NftLayout, type TableFamily } from './nft-ruleset.js';
-import { allFlows, checkedCounts, countsIn, failedAdds, readBegun, readFlows, readTuples, type Begun, type Flows } from './nft-flows.js';
+import { allFlows, checkedCounts, countsIn, failedAdds, harvestOwned, readBegun, readFlows, readTuples, type Begun, type Flows } from './nft-flows.js';
 import { firstLines } from './nft-store.js';
 import { openElementStore, type ElementPath } from './stores.js';
-import { canonicalKey, connId, inTuple, keyOf, mirrorKey, outTuple, ownerTag, parseOwnerTag, tupleId, type Tuple } from './tuple.js';
+import { canonicalKey, connId, inTuple, keyOf, mirrorKey, outTuple, ownerTag, tupleId, type Tuple } from './tuple.js';
 
 export interface NftablesOptions {
   /** RULES_THRESHOLD: connections counted for owners at once; beyond, begin() says 'no-room'. */
@@ -84,7 +84,7 @@ export class NftablesEngine implements CounterEngine {
   start(): Promise<Installed[]> {
     return this.kernel.serial(async () => {
       this.store ??= openElementStore(this.options.elements ?? 'auto', this.layout.table, this.kernel, this.options.netns, this.options.addonPath, this.family);
-      const harvested = await this.harvest();
+      const harvested = await harvestOwned(this.store, this.link);
       await this.nftFile(tableText(this.layout));
       this.begun.clear();
       this.unownedAtLastSweep.clear();
@@ -329,7 +329,7 @@ export class NftablesEngine implements CounterEngine {
     return this.kernel.serial(async () => {
       this.store ??= openElementStore(this.options.elements ?? 'auto', this.layout.table, this.kernel, this.options.netns, this.options.addonPath, this.family);
       try {
-        const harvested = await this.harvest();
+        const harvested = await harvestOwned(this.store, this.link);
         await this.nftFile(dropTableText(this.layout.table, this.family));
         return harvested;
       } finally {
@@ -338,22 +338,6 @@ export class NftablesEngine implements CounterEngine {
         await this.kernel.close();
       }
     });
-  }
-
-  /** What a previous (crashed) run left in our table: owned connections with their counters. */
-  private async harvest(): Promise<Installed[]> {
-    const out: Installed[] = [];
-    for (const f of [4, 6] as const) {
-      const owners = await this.store!.dump(ownersSet(f), f);
-      if (!owners?.length) continue; // no table (or set): nothing to harvest
-      const flows = await this.readFlows(owners.map((e) => keyOf(e.tuple)));
-      for (const e of owners) {
-        const key = keyOf(e.tuple);
-        const owner = e.comment === undefined ? undefined : parseOwnerTag(e.comment);
-        out.push({ key, counts: countsIn(flows, key, this.link), ...(owner ? { owner } : {}) });
-      }
-    }
-    return out;
   }
 
   /** Deletes the present datapath elements of these connections, except those the other end of a
