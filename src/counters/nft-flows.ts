@@ -1,5 +1,5 @@
 import type { BeginOutcome, ConnKey, CounterOwner, Counts, Installed } from './engine.js';
-import type { ElementStore } from './element-store.js';
+import { ElementChanges, type ElementStore } from './element-store.js';
 import { countsOf, ETHERNET_HEADER, flowsSet, ownersSet, pendSet, type SetElement } from './nft-ruleset.js';
 import { connId, inId, inTuple, keyOf, outTuple, parseOwnerTag, tupleId, type Tuple } from './tuple.js';
 
@@ -11,6 +11,8 @@ export interface Begun {
   outcome: BeginOutcome;
   /** The SYN or SYN-ACK was seen: the datapath must have counted it. */
   seenOpening: boolean;
+  /** A datapath add of it failed (its tuple was in pend4/6 at begin). */
+  pended?: boolean;
 }
 
 /** Elements by tupleId. */
@@ -120,6 +122,22 @@ export async function failedAdds(store: ElementStore, families: Iterable<4 | 6>)
   const ids = new Set<string>();
   for (const f of new Set(families)) for (const e of (await store.dump(pendSet(f), f)) ?? []) ids.add(tupleId(e.tuple));
   return (k) => ids.has(connId(k)) || ids.has(inId(k));
+}
+
+/**
+ * The deletes of these connections' pend entries (their datapath adds failed): at their end, or
+ * a late packet of the tuple would make the element again, unowned until the sweep. Read by key
+ * first: an entry that expired meanwhile fails its batch, harmlessly (best effort).
+ */
+export async function failedAddsOf(store: ElementStore, ks: readonly ConnKey[]): Promise<ElementChanges> {
+  const batch = new ElementChanges();
+  for (const family of [4, 6] as const) {
+    const tuples = ks.filter((k) => k.family === family).flatMap((k) => [outTuple(k), inTuple(k)]);
+    if (!tuples.length) continue;
+    const found = (await store.get(pendSet(family), family, tuples)).filter((e) => e !== undefined);
+    batch.delete(pendSet(family), found.map((e) => ({ tuple: e.tuple })));
+  }
+  return batch;
 }
 
 /** What a previous (crashed) run left in a table: its owned connections with their counters. */

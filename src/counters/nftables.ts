@@ -3,7 +3,7 @@ import { diag } from '../util/diag.js';
 import { ElementChanges, type ElementStore } from './element-store.js';
 import { Kernel } from './kernel.js';
 import { chainsOf, dropTableText, flowsSet, ownersSet, tableFamily, tableText, type NftLayout, type TableFamily } from './nft-ruleset.js';
-import { allFlows, checkedCounts, countsIn, failedAdds, harvestOwned, readBegun, readFlows, readTuples, type Begun, type Flows } from './nft-flows.js';
+import { allFlows, checkedCounts, countsIn, failedAdds, failedAddsOf, harvestOwned, readBegun, readFlows, readTuples, type Begun, type Flows } from './nft-flows.js';
 import { firstLines } from './nft-store.js';
 import { openElementStore, type ElementPath } from './stores.js';
 import { canonicalKey, connId, inTuple, keyOf, mirrorKey, outTuple, ownerTag, tupleId, type Tuple } from './tuple.js';
@@ -166,7 +166,7 @@ export class NftablesEngine implements CounterEngine {
             const present = await this.readTuples([...opener.values()]);
             for (const [id, b] of fresh) if (!present.has(tupleId(opener.get(id)!))) b.outcome = 'from-now';
           }
-          for (const b of fresh.values()) if (partial(b.key)) b.outcome = 'from-now';
+          for (const b of fresh.values()) if (partial(b.key)) [b.outcome, b.pended] = ['from-now', true];
           if (await this.addBegun([...fresh.values()])) {
             for (const [id, b] of fresh) this.begun.set(id, b);
             return outcomes.map((o) => (typeof o === 'string' ? o : o.outcome));
@@ -186,7 +186,8 @@ export class NftablesEngine implements CounterEngine {
             // Both missing: the SYN was not seen (the connection predates us, another interface,
             // or the set was full). One missing: the handshake is under way; the SYN-ACK's `add`
             // will count into the element we add now.
-            b.outcome = missing.length === 2 || partial(b.key) ? 'from-now' : 'from-first-packet';
+            if (partial(b.key)) b.pended = true;
+            b.outcome = missing.length === 2 || b.pended ? 'from-now' : 'from-first-packet';
             if (missing.length && !withFlowAdds) {
               b.outcome = 'no-room';
               continue;
@@ -232,6 +233,8 @@ export class NftablesEngine implements CounterEngine {
   end(keys: readonly ConnKey[]): Promise<Array<Counts | undefined>> {
     return this.kernel.serial(async () => {
       const ks = keys.map(canonicalKey);
+      // Failed adds go first: else a late packet (its last ACK) would make the deleted element again.
+      await this.apply(await failedAddsOf(this.store!, ks.filter((k) => this.begun.get(connId(k))?.pended)));
       let counts: Array<Counts | undefined> = [];
       const attempt = async (flows: Flows): Promise<boolean> => {
         counts = ks.map((k) => this.countsOfBegun(flows, k));

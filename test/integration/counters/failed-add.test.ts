@@ -70,6 +70,10 @@ describe.each(['netlink', 'nft'] as const)('failed datapath adds over %s', (elem
     // The elements exist, as if the datapath had made them at the SYN; pend tells begin otherwise.
     expect(await engine.begin([{ key: k, owner, seenOpening: true, openedBy: 'local' }])).toEqual(['from-now']);
     const [got] = await engine.end([k]);
+    // Its end forgets the failed adds too: a late packet of the tuple (a last ACK) would
+    // otherwise make the element again, unowned.
+    expect((await ids(`pend${f}`)).filter((e) => e === id(k, 'out') || e === id(k, 'in'))).toEqual([]);
+    expect((await ids(flows)).filter((e) => e === id(k, 'out') || e === id(k, 'in'))).toEqual([]);
     const oracle = oracleCounts(await oracleFlows(pair.node.ns), k);
     expect(got && oracle).toBeTruthy();
     // Every payload byte after the room was made, and not the handshake: the SYN and SYN-ACK
