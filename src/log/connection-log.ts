@@ -22,6 +22,8 @@ export interface LogStats {
   buffered: number;
   /** Records lost because the buffer was full while writing failed. */
   overflowed: number;
+  /** Records that could not be serialised (a bug), reported and dropped. */
+  unwritable: number;
   writeErrors: number;
   lastError?: string;
 }
@@ -33,10 +35,10 @@ export interface LogStats {
  */
 export class ConnectionLog {
   private readonly files = new Map<string, RotatingFile>();
-  private readonly pending: ConnectionRecord[] = [];
+  private pending: ConnectionRecord[] = [];
   private retryTimer: NodeJS.Timeout | undefined;
   private flushing: NodeJS.Immediate | undefined;
-  readonly stats: LogStats = { written: 0, buffered: 0, overflowed: 0, writeErrors: 0 };
+  readonly stats: LogStats = { written: 0, buffered: 0, overflowed: 0, unwritable: 0, writeErrors: 0 };
 
   constructor(private readonly opts: ConnectionLogOptions) {}
 
@@ -49,6 +51,9 @@ export class ConnectionLog {
    * write per file (close() writes what is still queued). */
   write(record: ConnectionRecord): void {
     const limit = this.opts.bufferLimit ?? 100_000;
+    // The bound is on records held while the log cannot be written: a healthy log writes a
+    // turn's records at once rather than hold more than that.
+    if (this.pending.length >= limit && !this.retryTimer) this.flush();
     if (this.pending.length >= limit) {
       this.stats.overflowed += 1;
       diag.error('connection log buffer full: record lost', { job: record.job, pid: record.pid, overflowed: this.stats.overflowed });
@@ -63,28 +68,55 @@ export class ConnectionLog {
     });
   }
 
-  /** Writes what is pending, in order; on failure keeps the rest and retries later. */
+  /** Writes what is pending, in order per file, one write per file; on failure keeps the rest
+   * and retries later. */
   flush(): boolean {
-    while (this.pending.length > 0) {
-      // A run of records for one file, written at once.
-      const iface = this.pending[0]!.iface;
-      let n = 1;
-      while (n < this.pending.length && n < MAX_RUN && this.pending[n]!.iface === iface) n++;
-      const units = this.pending.slice(0, n).map((r) => (this.opts.format === 'jsonl' ? toJsonl(r) : toTsv(r)));
-      try {
-        this.file(iface).writeAll(units);
-      } catch (e) {
-        const written = (e as { written?: number }).written ?? 0;
-        this.pending.splice(0, written);
-        this.stats.written += written;
-        this.failed(iface, e as Error);
-        break;
+    let failed = false;
+    while (this.pending.length > 0 && !failed) {
+      const byFile = new Map<string, ConnectionRecord[]>();
+      for (const r of this.pending.slice(0, MAX_RUN)) {
+        const list = byFile.get(r.iface);
+        if (list) list.push(r);
+        else byFile.set(r.iface, [r]);
       }
-      this.pending.splice(0, n);
-      this.stats.written += n;
+      const done = new Set<ConnectionRecord>();
+      for (const [iface, records] of byFile) {
+        const units: string[] = [];
+        const kept: ConnectionRecord[] = [];
+        for (const r of records) {
+          const unit = this.serialise(r);
+          if (unit === undefined) done.add(r);
+          else units.push(unit), kept.push(r);
+        }
+        try {
+          this.file(iface).writeAll(units);
+          for (const r of kept) done.add(r);
+          this.stats.written += kept.length;
+        } catch (e) {
+          const written = (e as { written?: number }).written ?? 0;
+          for (const r of kept.slice(0, written)) done.add(r);
+          this.stats.written += written;
+          this.failed(iface, e as Error);
+          failed = true;
+          break;
+        }
+      }
+      this.pending = this.pending.filter((r) => !done.has(r));
     }
     this.stats.buffered = this.pending.length;
     return this.pending.length === 0;
+  }
+
+  /** A record as a line (or two); undefined, reported and counted, if it cannot be made (a bug):
+   * retrying it would hold every record behind it. */
+  private serialise(r: ConnectionRecord): string | undefined {
+    try {
+      return this.opts.format === 'jsonl' ? toJsonl(r) : toTsv(r);
+    } catch (e) {
+      this.stats.unwritable += 1;
+      diag.error('connection record cannot be written: dropped', { job: r.job, pid: r.pid, error: (e as Error).message });
+      return undefined;
+    }
   }
 
   close(): void {

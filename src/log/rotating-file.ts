@@ -34,31 +34,32 @@ export class RotatingFile {
    */
   writeAll(units: readonly string[]): number {
     let done = 0;
-    while (done < units.length) {
-      this.open();
-      let len = 0;
-      let end = done;
-      for (; end < units.length; end++) {
-        const n = Buffer.byteLength(units[end]!, 'utf8');
-        if (this.wouldRoll(this.size + len, n)) break;
-        len += n;
-      }
-      if (end === done) {
-        // The next unit does not fit what is left of this file: roll, then it goes first.
-        this.roll();
+    try {
+      while (done < units.length) {
         this.open();
-        end = done + 1;
-        len = Buffer.byteLength(units[done]!, 'utf8');
-      }
-      // Encoded straight into one buffer: no joined copy of the records on the JavaScript heap.
-      const data = Buffer.allocUnsafe(len);
-      for (let i = done, at = 0; i < end; i++) at += data.write(units[i]!, at, 'utf8');
-      try {
+        let len = 0;
+        let end = done;
+        for (; end < units.length; end++) {
+          const n = Buffer.byteLength(units[end]!, 'utf8');
+          if (this.wouldRoll(this.size + len, n)) break;
+          len += n;
+        }
+        if (end === done) {
+          // The next unit does not fit what is left of this file: roll, then it goes first.
+          this.roll();
+          this.open();
+          end = done + 1;
+          len = Buffer.byteLength(units[done]!, 'utf8');
+        }
+        // Encoded straight into one buffer: no joined copy of the records on the JavaScript heap.
+        const data = Buffer.allocUnsafe(len);
+        for (let i = done, at = 0; i < end; i++) at += data.write(units[i]!, at, 'utf8');
         this.append(data);
-      } catch (e) {
-        throw Object.assign(e as Error, { written: done });
+        done = end;
       }
-      done = end;
+    } catch (e) {
+      // A failed roll or open too: what went before it is in a file, and must not be retried.
+      throw Object.assign(e as Error, { written: done });
     }
     return done;
   }

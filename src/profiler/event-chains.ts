@@ -39,7 +39,7 @@ export class EventChains {
       try {
         await q.work[i]!();
       } catch (e) {
-        diag.error('connection event failed', { kind: q.what[i], key: id, error: (e as Error).message });
+        diag.error('connection event failed', { kind: q.what[i], key: id, error: e instanceof Error ? e.message : String(e) });
       }
     }
     this.queues.delete(id);

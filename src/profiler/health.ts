@@ -29,6 +29,7 @@ export function healthProblems(parts: ProfilerParts, links: LinkSites | undefine
   const problems: string[] = [];
   if (parts.log.stats.lastError) problems.push(`connection log: ${parts.log.stats.lastError}`);
   if (parts.log.stats.overflowed) problems.push(`connection log: ${parts.log.stats.overflowed} records lost while it could not be written`);
+  if (parts.log.stats.unwritable) problems.push(`connection log: ${parts.log.stats.unwritable} records could not be serialised (a bug: see the diagnostics)`);
   for (const i of parts.capture?.stats() ?? []) if (!i.listening) problems.push(`capture on ${i.iface} is down: ${i.lastError ?? 'restarting'}`);
   problems.push(...(links?.problems() ?? []));
   if (grace.shortened_to_s !== null) {

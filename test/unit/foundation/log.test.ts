@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RotatingFile } from '../../../src/log/rotating-file.js';
@@ -169,6 +169,52 @@ describe('records of one turn written together', () => {
 });
 
 describe('connection log faults', () => {
+  it('a roll that fails mid-batch: what went before it is written once, the rest after the retry', () => {
+    const d = dir();
+    const path = join(d, 'eth0.log');
+    const f = new RotatingFile(path, 40, 1);
+    const units = Array.from({ length: 6 }, (_, i) => `unit ${i} ${'x'.repeat(4)}\n`); // 13 bytes each: 3 fit
+    mkdirSync(`${path}.1`);
+    writeFileSync(join(`${path}.1`, 'keep'), ''); // a non-empty directory where the backup goes
+    let written = -1;
+    try {
+      f.writeAll(units);
+    } catch (e) {
+      written = (e as { written?: number }).written ?? -1;
+    }
+    expect(written).toBe(3);
+    expect(readFileSync(path, 'utf8')).toBe(units.slice(0, 3).join(''));
+    rmSync(`${path}.1`, { recursive: true });
+    expect(f.writeAll(units.slice(written))).toBe(3);
+    f.close();
+    expect(readFileSync(`${path}.1`, 'utf8')).toBe(units.slice(0, 3).join(''));
+    expect(readFileSync(path, 'utf8')).toBe(units.slice(3).join(''));
+  });
+
+  it('a healthy log writes a turn of more records than LOG_BUFFER, losing none', async () => {
+    const d = dir();
+    const log = new ConnectionLog({ dir: d, format: 'tsv', maxBytes: 0, backupCount: 0, bufferLimit: 1000 });
+    log.open();
+    for (let i = 0; i < 5000; i++) log.write(record({ iface: 'eth0', pid: i }));
+    await new Promise((r) => setImmediate(r));
+    expect(log.stats).toMatchObject({ written: 5000, overflowed: 0, buffered: 0 });
+    log.close();
+    expect(readFileSync(join(d, 'eth0.log'), 'utf8').trim().split('\n')).toHaveLength(10_000); // IN and OUT lines
+  });
+
+  it('a record that cannot be serialised is reported and dropped, the others written', async () => {
+    const d = dir();
+    const log = new ConnectionLog({ dir: d, format: 'jsonl', maxBytes: 0, backupCount: 0 });
+    log.open();
+    log.write(record({ iface: 'eth0', pid: 1 }));
+    log.write(record({ iface: 'eth0', pid: 2, end: Number.NaN }));
+    log.write(record({ iface: 'eth0', pid: 3 }));
+    await new Promise((r) => setImmediate(r));
+    expect(log.stats).toMatchObject({ written: 2, unwritable: 1, buffered: 0 });
+    log.close();
+    expect(readFileSync(join(d, 'eth0.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).pid)).toEqual([1, 3]);
+  });
+
   it('holds records while the log is unwritable and writes them, in order, when it is writable again', async () => {
     const d = dir();
     const logDir = join(d, 'logs');
