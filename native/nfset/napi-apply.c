@@ -46,34 +46,32 @@ static nfset_change *change_args(napi_env env, napi_value list) {
   const char *bad = NULL;
   for (uint32_t k = 0; k < nops && !bad; k++) {
     napi_value o, v;
-    napi_get_element(env, list, k, &o);
+    napi_valuetype ot = napi_undefined;
     int32_t op = 0;
     uint32_t klen = 0;
-    napi_get_element(env, o, 0, &v);
-    napi_get_value_int32(env, v, &op);
-    napi_get_element(env, o, 1, &v);
+    /* Every element read is checked: a value that is not an op array would leave v unset. */
+    if (napi_get_element(env, list, k, &o) != napi_ok || napi_typeof(env, o, &ot) != napi_ok || ot != napi_object) { bad = "each op must be an array"; break; }
+    if (napi_get_element(env, o, 0, &v) != napi_ok || napi_get_value_int32(env, v, &op) != napi_ok || op < NFSET_ADD || op > NFSET_DELETE) { bad = "op must be 0 (add), 1 (destroy) or 2 (delete)"; break; }
+    if (napi_get_element(env, o, 1, &v) != napi_ok) { bad = "set name must be a string"; break; }
     char *set = string_arg(env, v);
     if (!set) { bad = "set name must be a string"; break; }
     own(ch, set);
-    napi_get_element(env, o, 2, &v);
-    napi_get_value_uint32(env, v, &klen);
-    napi_get_element(env, o, 3, &v);
+    if (napi_get_element(env, o, 2, &v) != napi_ok || napi_get_value_uint32(env, v, &klen) != napi_ok) { bad = "keys must be a Buffer of whole keys"; break; }
+    if (napi_get_element(env, o, 3, &v) != napi_ok) { bad = "keys must be a Buffer of whole keys"; break; }
     void *data = NULL;
     size_t blen = 0;
     if (napi_get_buffer_info(env, v, &data, &blen) != napi_ok || klen == 0 || klen > 64 || blen % klen) { bad = "keys must be a Buffer of whole keys"; break; }
     uint8_t *keys = own(ch, malloc(blen ? blen : 1));
     if (blen) memcpy(keys, data, blen);
     ch->ops[k] = (nfset_op){ .op = op, .set = set, .klen = klen, .keys = keys, .n = (uint32_t)(blen / klen) };
-    napi_get_element(env, o, 4, &v);
-    napi_valuetype t;
-    napi_typeof(env, v, &t);
+    napi_valuetype t = napi_undefined;
+    if (napi_get_element(env, o, 4, &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) { bad = "comments must be an array or null"; break; }
     if (t != napi_object) continue;
     char **cm = own(ch, calloc(ch->ops[k].n ? ch->ops[k].n : 1, sizeof *cm));
     for (uint32_t i = 0; i < ch->ops[k].n; i++) {
       napi_value s;
-      napi_get_element(env, v, i, &s);
-      napi_typeof(env, s, &t);
-      if (t == napi_string) cm[i] = own(ch, string_arg(env, s));
+      napi_valuetype st = napi_undefined;
+      if (napi_get_element(env, v, i, &s) == napi_ok && napi_typeof(env, s, &st) == napi_ok && st == napi_string) cm[i] = own(ch, string_arg(env, s));
     }
     ch->ops[k].comments = (const char *const *)cm;
   }

@@ -178,6 +178,24 @@ describe('asynchronous keyed reads over netlink', () => {
     expect(await listed('owners4')).toHaveLength(0);
   });
 
+  it('refuses malformed changes with a TypeError, at once and on the pool, and changes nothing', async () => {
+    const addon = loadNfset();
+    const h = addon.open(`/run/netns/${pair.node.ns}`, 'dp', 1);
+    try {
+      const keys = encodeKeys(4, [{ tuple: t4(1, 7700) }]);
+      const good = [0, 'flows4', 16, keys, null] as const;
+      const bad: unknown[][] = [[null], [[9, 'flows4', 16, keys, null]], [[0, 42, 16, keys, null]], [[0, 'flows4', 16, 'not a buffer', null]], [[0, 'flows4', 5, keys, null]], [good, 7]];
+      for (const ops of bad) {
+        expect(() => addon.apply(h, ops as never)).toThrow(TypeError);
+        expect(() => addon.applyAsync(h, ops as never)).toThrow(TypeError);
+      }
+      const [found] = addon.get(h, 'flows4', 16, keys); // nothing of the good op before the bad one
+      expect([...found]).toEqual([0]);
+    } finally {
+      addon.close(h);
+    }
+  });
+
   it('reports a missing set as an error, from the thread pool too', async () => {
     const many = Array.from({ length: ASYNC_MIN_KEYS + 1 }, (_, i) => t4(i));
     await expect(store.get('nosuch', 4, many)).rejects.toMatchObject({ code: 'ENOENT' });
