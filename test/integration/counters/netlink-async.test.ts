@@ -1,13 +1,11 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ASYNC_MIN_KEYS, encodeKeys, NetlinkStore } from '../../../src/counters/netlink-store.js';
 import { loadNfset } from '../../../src/counters/nfset-addon.js';
-import { parseSets, tableText, type SetElement } from '../../../src/counters/nft-ruleset.js';
+import { tableText, type SetElement } from '../../../src/counters/nft-ruleset.js';
 import type { Tuple } from '../../../src/counters/tuple.js';
-import { createPair, nsRun, type Pair } from '../../support/netns.js';
+import type { Pair } from '../../support/netns.js';
 import { runMany } from './harness.js';
+import { nftNamespace, type NftNamespace } from './nft-namespace.js';
 
 /** Keyed reads and big changes on libuv's thread pool (issue 14): the event loop runs on
  * meanwhile, the socket serves one request at a time, and the counters read are the kernel's,
@@ -17,31 +15,22 @@ const t4 = (i: number, port = 7000): Tuple => ({ family: 4, saddr: `10.9.${(i >>
 const keyOfTuple = (t: Tuple): string => JSON.stringify(t);
 
 describe('asynchronous keyed reads over netlink', () => {
+  let ns: NftNamespace;
   let pair: Pair;
-  let work = '';
   let store: NetlinkStore;
-
-  const nft = async (...args: string[]): Promise<string> => {
-    const r = await nsRun(pair.node.ns, 'nft', args);
-    if (r.code !== 0) throw new Error(`nft ${args.join(' ')}: ${r.stderr}`);
-    return r.stdout;
-  };
-  const listed = async (set: string): Promise<SetElement[]> => parseSets(await nft('-j', 'list', 'set', 'inet', 'dp', set)).get(set) ?? [];
+  const listed = (set: string): Promise<SetElement[]> => ns.listed('dp', set);
 
   beforeAll(async () => {
-    work = await mkdtemp(join(tmpdir(), 'np-nla-'));
-    pair = await createPair('nlasync');
+    ns = await nftNamespace('nlasync');
+    pair = ns.pair;
     // The engine's own table: every SYN on veth0 creates elements in flows4, counted by the datapath.
-    const path = join(work, 'dp.nft');
-    await writeFile(path, tableText({ table: 'dp', interfaces: ['veth0'], flowsSize: 65536, ownersSize: 1000, priority: 500 }));
-    await nft('-f', path);
+    await ns.load(tableText({ table: 'dp', interfaces: ['veth0'], flowsSize: 65536, ownersSize: 1000, priority: 500 }));
     store = new NetlinkStore('dp', pair.node.ns);
   });
 
   afterAll(async () => {
     await store?.close();
-    await pair?.destroy();
-    if (work) await rm(work, { recursive: true, force: true });
+    await ns?.destroy();
   });
 
   it('reads thousands of keys over several requests, datapath counters exact, missing keys where they fall, while the loop runs on', async () => {

@@ -1,15 +1,13 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Family } from '../../../src/connection.js';
 import { NetlinkStore } from '../../../src/counters/netlink-store.js';
-import { parseSets, tableText, type SetElement } from '../../../src/counters/nft-ruleset.js';
+import { tableText, type SetElement } from '../../../src/counters/nft-ruleset.js';
 import { NftablesEngine } from '../../../src/counters/nftables.js';
 import type { Tuple } from '../../../src/counters/tuple.js';
 import { diag } from '../../../src/util/diag.js';
-import { createPair, nsRun, type Pair } from '../../support/netns.js';
+import { createPair, type Pair } from '../../support/netns.js';
 import { runMany } from './harness.js';
+import { nftNamespace, type NftNamespace } from './nft-namespace.js';
 
 /** The netlink codec (native/nfset through NetlinkStore) against the real kernel, in private
  * namespaces; what it writes is checked with nft's own listing. */
@@ -25,33 +23,22 @@ const TEST_SETS = `table inet t {
 `;
 
 describe('netlink element store (libnftnl over our own socket)', () => {
+  let ns: NftNamespace;
   let pair: Pair;
   let store: NetlinkStore;
-  let work = '';
-
-  const nft = async (...args: string[]): Promise<string> => {
-    const r = await nsRun(pair.node.ns, 'nft', args);
-    if (r.code !== 0) throw new Error(`nft ${args.join(' ')}: ${r.stderr}`);
-    return r.stdout;
-  };
-  const nftFile = async (text: string): Promise<void> => {
-    const path = join(work, `r${Math.random().toString(36).slice(2)}.nft`);
-    await writeFile(path, text);
-    await nft('-f', path);
-  };
-  const listed = async (table: string, set: string): Promise<SetElement[]> => parseSets(await nft('-j', 'list', 'set', 'inet', table, set)).get(set) ?? [];
+  const nftFile = (text: string): Promise<void> => ns.load(text);
+  const listed = (table: string, set: string): Promise<SetElement[]> => ns.listed(table, set);
 
   beforeAll(async () => {
-    work = await mkdtemp(join(tmpdir(), 'np-nl-'));
-    pair = await createPair('nlstore');
-    await nftFile(TEST_SETS);
+    ns = await nftNamespace('nlstore');
+    pair = ns.pair;
+    await ns.load(TEST_SETS);
     store = new NetlinkStore('t', pair.node.ns);
   });
 
   afterAll(async () => {
     await store?.close();
-    await pair?.destroy();
-    if (work) await rm(work, { recursive: true, force: true });
+    await ns?.destroy();
   });
 
   it('adds with comments, reads by key, dumps and deletes, as nft sees them (IPv4 and IPv6)', async () => {
