@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { DaemonControl, Health, Traffic } from '../profiler/control.js';
+import type { DaemonControl, Health } from '../profiler/control.js';
 import type { ConnectionRecord } from '../log/record.js';
 import type { TrackerStats } from '../profiler/tracker.js';
 import type { InterfaceStats } from '../capture/capture.js';
