@@ -144,7 +144,7 @@ export async function failedAddsOf(store: ElementStore, ks: readonly ConnKey[]):
 export async function harvestOwned(store: ElementStore, link: boolean): Promise<Installed[]> {
   const out: Installed[] = [];
   for (const f of [4, 6] as const) {
-    const owners = await store.dump(ownersSet(f), f);
+    const owners = await settledDump(store, ownersSet(f), f);
     if (!owners?.length) continue; // no table (or set): nothing to harvest
     const flows = await readFlows(store, owners.map((e) => keyOf(e.tuple)));
     for (const e of owners) {
@@ -154,4 +154,23 @@ export async function harvestOwned(store: ElementStore, link: boolean): Promise<
     }
   }
   return out;
+}
+
+/**
+ * A set dumped until two dumps in a row hold the same elements (at most 5 dumps; then every
+ * element any of them held). A dump resumes each message by skipping a count of elements, so a
+ * set that changes meanwhile (a hash table still resizing after a crashed run's churn) makes it
+ * skip some and repeat others; for a set only we write, and have not written yet, two agree.
+ */
+export async function settledDump(store: ElementStore, set: string, f: 4 | 6): Promise<SetElement[] | undefined> {
+  const union = new Map<string, SetElement>();
+  for (let i = 0; i < 5; i++) {
+    const got = await store.dump(set, f);
+    if (!got) return undefined;
+    const now = new Map(got.map((e) => [tupleId(e.tuple), e])); // without repeats
+    // Equal to everything seen so far: this dump and the ones before it agree.
+    if (i > 0 && now.size === union.size && [...now.keys()].every((id) => union.has(id))) return [...now.values()];
+    for (const [id, e] of now) union.set(id, e);
+  }
+  return [...union.values()];
 }

@@ -93,8 +93,9 @@ describe('jobs in their own network namespace, on a bridge', () => {
     expect(toB).toMatchObject({ local_addr: a.v4, link: a.port, opened_by: 'local' });
     expect(theirs[0]).toMatchObject({ pid: server.pid, local_addr: b.v4, local_port: 80, remote_addr: a.v4, remote_port: toB.local_port, link: b.port, opened_by: 'remote' });
     // The same bytes, seen from both ends (bridged: no conntrack entry in the node to compare with).
-    expect(Math.abs(toB.bytes_in - theirs[0]!.bytes_out)).toBeLessThanOrEqual(104);
-    expect(Math.abs(toB.bytes_out - theirs[0]!.bytes_in)).toBeLessThanOrEqual(104);
+    const both = JSON.stringify({ toB, theirs: theirs[0] });
+    expect(Math.abs(toB.bytes_in - theirs[0]!.bytes_out), both).toBeLessThanOrEqual(104);
+    expect(Math.abs(toB.bytes_out - theirs[0]!.bytes_in), both).toBeLessThanOrEqual(104);
     expect(toB.bytes_in).toBeGreaterThan(1 << 20);
     const toHost = mine.find((r) => r.remote_addr === '10.77.0.1')!;
     expect(toHost).toMatchObject({ remote_port: 8001, counted: true });
