@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { World, type LoggedConnection } from '../profiler/harness.js';
 import { destroyNamespace, exited, waitForListen } from '../../support/netns.js';
 import { BRIDGE, linkTables, nodeBridge, standIn, type StandIn } from './bridge.js';
@@ -29,11 +29,22 @@ describe('jobs in their own network namespace, on a bridge', () => {
   });
 
   const ofJob = (job: string) => (r: LoggedConnection) => r.job === job;
+  const registered = new Set<string>();
+
+  // The tests after a failed one expect no link table of its jobs and a running daemon: one
+  // failure must not read as seven.
+  afterEach(async ({ task }) => {
+    if (task.result?.state !== 'fail') return;
+    if (world.daemon.child.exitCode !== null || world.daemon.child.signalCode !== null) await world.restartDaemon({});
+    for (const id of registered) await world.daemon.curl(`/endjobprofile/jobid=${id}`);
+    registered.clear();
+  });
 
   /** A shell in the stand-in, registered before its script runs. */
   async function job(s: StandIn, id: string, script: string): Promise<{ pid: number; done: Promise<number | null> }> {
     const sh = world.spawn(s.ns, 'sh', ['-c', `read go; ${script}`]);
     await world.register(id, sh.pid!);
+    registered.add(id);
     sh.stdin!.write('go\n');
     return { pid: sh.pid!, done: exited(sh) };
   }
@@ -83,25 +94,40 @@ describe('jobs in their own network namespace, on a bridge', () => {
     // The host's own server on the bridge's address: no job's, so only the client's side is logged.
     world.spawn(world.node.ns, 'python3', ['-m', 'http.server', '8001', '--bind', '10.77.0.1', '--directory', world.servedDir]);
     await waitForListen(world.node.ns, 8001);
-    const client = await job(a, 'peer.a', `curl -s -o /dev/null http://${b.v4}/one-mib && curl -s -o /dev/null http://10.77.0.1:8001/one-mib`);
-    expect(await client.done).toBe(0);
-    const mine = await world.waitForRecords(2, ofJob('peer.a'));
-    const theirs = await world.waitForRecords(1, ofJob('peer.b'));
-    expect(mine).toHaveLength(2);
-    expect(theirs).toHaveLength(1);
-    const toB = mine.find((r) => r.remote_addr === b.v4)!;
-    expect(toB).toMatchObject({ local_addr: a.v4, link: a.port, opened_by: 'local' });
-    expect(theirs[0]).toMatchObject({ pid: server.pid, local_addr: b.v4, local_port: 80, remote_addr: a.v4, remote_port: toB.local_port, link: b.port, opened_by: 'remote' });
-    // The same bytes, seen from both ends (bridged: no conntrack entry in the node to compare with).
-    const both = JSON.stringify({ toB, theirs: theirs[0] });
-    expect(Math.abs(toB.bytes_in - theirs[0]!.bytes_out), both).toBeLessThanOrEqual(104);
-    expect(Math.abs(toB.bytes_out - theirs[0]!.bytes_in), both).toBeLessThanOrEqual(104);
-    expect(toB.bytes_in).toBeGreaterThan(1 << 20);
-    const toHost = mine.find((r) => r.remote_addr === '10.77.0.1')!;
-    expect(toHost).toMatchObject({ remote_port: 8001, counted: true });
-    await world.expectOracleMatch([toHost], { within: 104 });
-    await world.daemon.curl('/endjobprofile/jobid=peer.b');
-  }, 60_000);
+    try {
+      // The exact comparison needs connections the kernel counted from their handshake. One
+      // whose counter the kernel could not make then (the per-CPU reserve, drained by whatever
+      // else the machine does: docs/counters.md) is logged partial, as it must be; then once more.
+      for (let attempt = 1; ; attempt++) {
+        const id = `peer.a${attempt}`;
+        const client = await job(a, id, `curl -s -o /dev/null http://${b.v4}/one-mib && curl -s -o /dev/null http://10.77.0.1:8001/one-mib`);
+        expect(await client.done).toBe(0);
+        const mine = await world.waitForRecords(2, ofJob(id));
+        expect(mine).toHaveLength(2);
+        const toB = mine.find((r) => r.remote_addr === b.v4)!;
+        const toHost = mine.find((r) => r.remote_addr === '10.77.0.1')!;
+        expect(toB).toMatchObject({ local_addr: a.v4, link: a.port, opened_by: 'local' });
+        const [theirs] = await world.waitForRecords(1, (r) => r.job === 'peer.b' && r.remote_port === toB.local_port);
+        expect(theirs, 'the server’s side of the same connection').toMatchObject({ pid: server.pid, local_addr: b.v4, local_port: 80, remote_addr: a.v4, link: b.port, opened_by: 'remote' });
+        await world.daemon.curl(`/endjobprofile/jobid=${id}`);
+        const both = JSON.stringify({ toB, theirs, toHost });
+        if (attempt < 2 && [toB, theirs, toHost].some((r) => r!.partial)) {
+          console.warn(`attempt ${attempt}: a partial record, trying again: ${both}`);
+          continue;
+        }
+        for (const r of [toB, theirs!, toHost]) expect(r, both).toMatchObject({ counted: true, partial: false });
+        // The same bytes, seen from both ends (bridged: no conntrack entry in the node to compare with).
+        expect(Math.abs(toB.bytes_in - theirs!.bytes_out), both).toBeLessThanOrEqual(104);
+        expect(Math.abs(toB.bytes_out - theirs!.bytes_in), both).toBeLessThanOrEqual(104);
+        expect(toB.bytes_in).toBeGreaterThan(1 << 20);
+        expect(toHost).toMatchObject({ remote_port: 8001 });
+        await world.expectOracleMatch([toHost], { within: 104 });
+        break;
+      }
+    } finally {
+      await world.daemon.curl('/endjobprofile/jobid=peer.b');
+    }
+  }, 90_000);
 
   it('removes a link’s counters when its last job ends', async () => {
     const j = await job(b, 'gone.1', 'sleep 30');
@@ -109,7 +135,7 @@ describe('jobs in their own network namespace, on a bridge', () => {
     expect(before.length).toBeGreaterThan(0);
     const r = await world.daemon.curl('/endjobprofile/jobid=gone.1');
     expect(r.status).toBe(200);
-    for (const id of ['out.1', 'peer.a']) await world.daemon.curl(`/endjobprofile/jobid=${id}`);
+    await world.daemon.curl('/endjobprofile/jobid=out.1');
     expect(await linkTables(world.node.ns)).toEqual([]);
     void j;
   }, 30_000);
