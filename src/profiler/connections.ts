@@ -17,6 +17,9 @@ export interface TrackedConnection {
   start?: number;
   attribution: string;
   counting: BeginOutcome;
+  /** Why a connection that should have been counted from its first packet was not (the
+   * record's note). */
+  partialWhy?: string;
   /** Settles when counting has been set up; until then `counting` is not yet known. */
   begun?: Promise<BeginOutcome>;
   /** FINs seen in each direction: data still flows after the first one (half-close). */

@@ -52,6 +52,12 @@ export class Counting {
     return { begin: this.begins?.stats, end: this.ends?.stats, discard: this.discards?.stats };
   }
 
+  /** Whether a connection seen opening is counted from its first packet (nftables' datapath),
+   * so that 'from-now' for it means the kernel fell short. */
+  countsFromHandshake(): boolean {
+    return this.engine?.name === 'nftables';
+  }
+
   /** Makes sure the connection is counted; 'no-room' when it cannot be (the record says so). */
   async begin(conn: TrackedConnection, seenOpening: boolean): Promise<BeginOutcome> {
     if (!this.begins || !this.engine) return 'no-room';

@@ -5,6 +5,9 @@ import type { TrackedConnection } from './connections.js';
 export const REUSED_NOTE = 'not counted: a new connection reused its 4-tuple before its counters were read';
 const NO_ROOM_NOTE = 'not counted: RULES_THRESHOLD reached or engine error';
 const MISSING_NOTE = 'counter missing';
+/** Partial, though seen opening on a counting engine: the datapath's add failed (docs/counters.md). */
+export const KERNEL_SHORT_NOTE = 'partial: the kernel did not make its counter at the handshake (a full set, or a burst that exhausted its per-CPU reserve); counted from shortly after';
+export const RESTARTED_NOTE = 'partial: its counters were removed behind the daemon and reinstalled; what passed meanwhile is missing';
 const ONE_WAY_NOTE = 'one direction was not counted (the kernel did not create its counter): a lower bound';
 export const GONE_BEFORE_CLAIM_NOTE =
   'not counted: it closed before its process was registered, and its counters were no longer kept (past LATE_GRACE, or the engine counts only from registration)';
@@ -38,6 +41,6 @@ export function toRecord(c: TrackedConnection, reason: EndReason, counts: Counts
     ...(c.guest ? { guest: true } : {}),
     ...(c.translated ? { translated: c.translated } : {}),
     attribution: c.attribution,
-    note: counts === undefined ? (note ?? (c.counting === 'no-room' ? NO_ROOM_NOTE : MISSING_NOTE)) : counts.incomplete ? ONE_WAY_NOTE : undefined,
+    note: counts === undefined ? (note ?? (c.counting === 'no-room' ? NO_ROOM_NOTE : MISSING_NOTE)) : counts.incomplete ? ONE_WAY_NOTE : c.counting === 'from-now' ? c.partialWhy : undefined,
   };
 }

@@ -8,7 +8,7 @@ import { Claims } from './claims.js';
 import { Counting } from './counting.js';
 import { TupleGenerations } from './tuple-generations.js';
 import { UnclaimedConnections, isClosed, type Unclaimed } from './unclaimed.js';
-import { REUSED_NOTE, toRecord } from './records.js';
+import { KERNEL_SHORT_NOTE, RESTARTED_NOTE, REUSED_NOTE, toRecord } from './records.js';
 import { emptyStats, type TrackerStats } from './tracker-stats.js';
 import { LiveCounts } from './live-counts.js';
 import type { TrackerParts } from './tracker-parts.js';
@@ -220,10 +220,13 @@ export class ConnectionTracker {
     this.table.add(conn);
     this.translate(conn);
     this.stats.opened += 1;
-    conn.begun = this.counting.begin(conn, c.countedSinceStart ?? c.start !== undefined).then((outcome) => {
+    const seenOpening = c.countedSinceStart ?? c.start !== undefined;
+    conn.begun = this.counting.begin(conn, seenOpening).then((outcome) => {
       // Counters reinstalled after this connection opened and before its begin went through:
       // what it sent before is gone with the flushed ones.
-      conn.counting = outcome === 'from-first-packet' && this.countersRestartedAt > (conn.start ?? 0) ? 'from-now' : outcome;
+      if (outcome === 'from-first-packet' && this.countersRestartedAt > (conn.start ?? 0)) [outcome, conn.partialWhy] = ['from-now', RESTARTED_NOTE];
+      else if (outcome === 'from-now' && seenOpening && this.counting.countsFromHandshake()) conn.partialWhy = KERNEL_SHORT_NOTE;
+      conn.counting = outcome;
       return conn.counting;
     });
     return conn;
@@ -321,7 +324,7 @@ export class ConnectionTracker {
     for (const k of keys) {
       const c = this.table.get(k);
       if (c && c.counting === 'from-first-packet') {
-        c.counting = 'from-now';
+        [c.counting, c.partialWhy] = ['from-now', RESTARTED_NOTE];
         flagged += 1;
       }
     }

@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { EventEmitter } from 'node:events';
 import { ConnectionTracker } from '../../../src/profiler/tracker.js';
+import { KERNEL_SHORT_NOTE, RESTARTED_NOTE } from '../../../src/profiler/records.js';
 import { Registry } from '../../../src/registry/registry.js';
 import { Scope } from '../../../src/profiler/scope.js';
 import type { ConnEvent } from '../../../src/capture/events.js';
@@ -90,6 +91,22 @@ describe('connection events to records', () => {
     await settle(tracker);
     expect(records).toHaveLength(1);
     expect(records[0]).toMatchObject({ job: 'job', pid: kid.pid, reason: 'fin', openedBy: 'local', counts, partial: false });
+  });
+
+  it('says why a connection seen opening is partial: the kernel made no counter at its handshake, or its counters were reinstalled', async () => {
+    const { tracker, records, engine } = setup(() => kid.pid);
+    engine.begin = async (items) => items.map((i) => (engine.begun.add(id(i.key)), 'from-now'));
+    tracker.onEvent(ev('syn', 1100, true));
+    tracker.onEvent(ev('rst', 1100, false));
+    await settle(tracker);
+    expect(records[0]).toMatchObject({ partial: true, note: KERNEL_SHORT_NOTE });
+    engine.begin = async (items) => items.map((i) => (engine.begun.add(id(i.key)), 'from-first-packet'));
+    tracker.onEvent(ev('syn', 1101, true));
+    await settle(tracker);
+    expect(tracker.countingRestarted([key(1101)])).toBe(1);
+    tracker.onEvent(ev('rst', 1101, false));
+    await settle(tracker);
+    expect(records[1]).toMatchObject({ partial: true, note: RESTARTED_NOTE });
   });
 
   it('ends at an RST, and counts duplicates and closes of unknown connections', async () => {
