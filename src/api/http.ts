@@ -64,8 +64,19 @@ export function sendChunks(res: ServerResponse, status: number, chunks: readonly
   res.end();
 }
 
+/** Answers up to this many characters are indented for a reader at a terminal; bigger ones go compact. */
+export const PRETTY_MAX_CHARS = 64 * 1024;
+
 export function sendJson(res: ServerResponse, status: number, value: unknown, extra: Record<string, string> = {}): void {
-  send(res, status, JSON.stringify(value, null, 2) + '\n', 'application/json; charset=utf-8', extra);
+  send(res, status, jsonText(value), 'application/json; charset=utf-8', extra);
+}
+
+/** A JSON answer's text. A job view of 10,000 connections is 3.5 MB compact, 5.6 MB indented,
+ * and indenting took twice as long: the big answers a program reads come compact, the rest
+ * stay readable at a terminal. */
+export function jsonText(value: unknown): string {
+  const compact = JSON.stringify(value);
+  return (compact.length <= PRETTY_MAX_CHARS ? JSON.stringify(value, null, 2) : compact) + '\n';
 }
 
 export function methodNotAllowed(allowed: string[]): RequestError & { allow: string } {
