@@ -45,10 +45,34 @@ const RECENT_MAX = 16_384;
 /** With live fork events, how old a pass over /proc a registration may use (see addRoot). */
 const SHARED_PASS_MAX_AGE_MS = 1_000;
 
+/** Sets of pids under a key (a root, a parent): what a registration or an end walks, so that
+ * its cost grows with the family, not with every process tracked. */
+class PidIndex {
+  private readonly sets = new Map<number, Set<number>>();
+  add(key: number, pid: number): void {
+    const s = this.sets.get(key);
+    if (s) s.add(pid);
+    else this.sets.set(key, new Set([pid]));
+  }
+  delete(key: number, pid: number): void {
+    const s = this.sets.get(key);
+    if (s?.delete(pid) && !s.size) this.sets.delete(key);
+  }
+  of(key: number): number[] {
+    return [...(this.sets.get(key) ?? [])];
+  }
+}
+
 export class Lineage extends EventEmitter {
   private records = new Map<number, ProcessRecord>();
+  /** records by their root, and by their parent. */
+  private readonly byRoot = new PidIndex();
+  private readonly byParent = new PidIndex();
   private alive = new Set<number>();
   private recentForks = new Map<number, RecentFork>();
+  /** recentForks by parent. */
+  private readonly forksByParent = new PidIndex();
+  private prunedAt = 0;
   private recentExits = new Map<number, { ns: bigint; startTicks: number; at: number }>();
   private events = 0;
   private readonly procRoot: string;
@@ -93,7 +117,10 @@ export class Lineage extends EventEmitter {
     const same = prior && !prior.exitedAt && (prior.startTicks === undefined || prior.startTicks === st.startTicks);
     const rec: ProcessRecord = same ? prior : { pid, parent: st.ppid, root: pid };
     rec.startTicks = st.startTicks;
-    this.records.set(pid, rec);
+    this.put(rec);
+    // Already a descendant of another root: registered itself, it heads its own family now, as
+    // its existing and its future children do (these inherit rec.root).
+    this.setRoot(rec, pid);
     this.alive.add(pid);
     this.reroot(pid, pid);
     this.adoptRecent(pid, rec.bornNs ?? 0n);
@@ -103,9 +130,8 @@ export class Lineage extends EventEmitter {
 
   /** Forgets a root and everything that descends from it through it. */
   removeRoot(pid: number): void {
-    for (const [p, rec] of this.records) {
-      if (rec.root !== pid) continue;
-      this.records.delete(p);
+    for (const p of this.byRoot.of(pid)) {
+      this.drop(this.records.get(p)!);
       this.alive.delete(p);
     }
   }
@@ -117,7 +143,7 @@ export class Lineage extends EventEmitter {
 
   /** Processes of a root's family, live or exited within the grace time (the root included). */
   membersOf(root: number): number[] {
-    return [...this.records.values()].filter((r) => r.root === root).map((r) => r.pid);
+    return this.byRoot.of(root);
   }
 
   isTracked(pid: number): boolean {
@@ -179,8 +205,10 @@ export class Lineage extends EventEmitter {
 
   onFork(ev: ForkEvent): void {
     if (++this.events % 1024 === 0) this.prune();
+    this.forgetFork(ev.child);
     this.recentForks.set(ev.child, { parent: ev.parent, ns: ev.ns, at: Date.now() });
-    if (this.recentForks.size > RECENT_MAX) this.recentForks.delete(this.recentForks.keys().next().value!);
+    this.forksByParent.add(ev.parent, ev.child);
+    if (this.recentForks.size > RECENT_MAX) this.forgetFork(this.recentForks.keys().next().value!);
     const parent = this.records.get(ev.parent);
     if (!parent || !this.existedAt(parent, ev.ns)) return;
     this.forked(ev.parent, ev.child, ev.ns, parent.root);
@@ -217,24 +245,64 @@ export class Lineage extends EventEmitter {
   /** Children of `pid` whose fork events arrived before we knew `pid` was tracked. */
   private adoptRecent(pid: number, notBefore: bigint): void {
     const root = this.records.get(pid)!.root;
-    for (const [child, f] of this.recentForks) {
-      if (f.parent !== pid || f.ns < notBefore || this.records.get(child)?.bornNs === f.ns) continue;
+    for (const child of this.forksByParent.of(pid)) {
+      const f = this.recentForks.get(child)!;
+      if (f.ns < notBefore || this.records.get(child)?.bornNs === f.ns) continue;
       if (Date.now() - f.at > this.recentForkMs) continue;
       this.forked(pid, child, f.ns, root);
     }
   }
 
   private add(rec: ProcessRecord): ProcessRecord {
-    this.records.set(rec.pid, rec);
+    this.put(rec);
     this.alive.add(rec.pid);
     this.emit('fork', { ...rec });
     return rec;
   }
 
+  /** Records rec (replacing an earlier process of its pid) and indexes it. */
+  private put(rec: ProcessRecord): void {
+    const old = this.records.get(rec.pid);
+    if (old && old !== rec) this.drop(old);
+    if (old === rec) return;
+    this.records.set(rec.pid, rec);
+    this.byRoot.add(rec.root, rec.pid);
+    if (rec.parent !== undefined) this.byParent.add(rec.parent, rec.pid);
+  }
+
+  private drop(rec: ProcessRecord): void {
+    this.records.delete(rec.pid);
+    this.byRoot.delete(rec.root, rec.pid);
+    if (rec.parent !== undefined) this.byParent.delete(rec.parent, rec.pid);
+  }
+
+  private forgetFork(child: number): void {
+    const f = this.recentForks.get(child);
+    if (!f) return;
+    this.recentForks.delete(child);
+    this.forksByParent.delete(f.parent, child);
+  }
+
+  /** Gives every recorded descendant of pid (not pid itself) this root, walking down the
+   * parent index (what descendsFrom walks up). */
   private reroot(pid: number, root: number): void {
-    for (const rec of this.records.values()) {
-      if (rec.pid !== pid && this.descendsFrom(rec.pid, pid)) rec.root = root;
+    const seen = new Set([pid]);
+    const todo = [pid];
+    while (todo.length) {
+      for (const child of this.byParent.of(todo.pop()!)) {
+        if (seen.has(child)) continue;
+        seen.add(child);
+        todo.push(child);
+        this.setRoot(this.records.get(child)!, root);
+      }
     }
+  }
+
+  private setRoot(rec: ProcessRecord, root: number): void {
+    if (rec.root === root) return;
+    this.byRoot.delete(rec.root, rec.pid);
+    rec.root = root;
+    this.byRoot.add(root, rec.pid);
   }
 
   private markExited(rec: ProcessRecord, ns: bigint | undefined): void {
@@ -244,12 +312,16 @@ export class Lineage extends EventEmitter {
     this.emit('exit', { ...rec });
   }
 
+  /** Forgets what is past its grace. At most once a second: it walks every record, and each
+   * registration asks (what is forgotten a second late is only kept a second longer). */
   private prune(): void {
     const now = Date.now();
-    for (const [pid, rec] of this.records) {
-      if (rec.exitedAt && now - rec.exitedAt > this.exitedGraceMs && this.records.get(pid) === rec) this.records.delete(pid);
+    if (now - this.prunedAt < 1_000) return;
+    this.prunedAt = now;
+    for (const rec of this.records.values()) {
+      if (rec.exitedAt && now - rec.exitedAt > this.exitedGraceMs) this.drop(rec);
     }
-    for (const [pid, f] of this.recentForks) if (now - f.at > this.recentForkMs) this.recentForks.delete(pid);
+    for (const [pid, f] of this.recentForks) if (now - f.at > this.recentForkMs) this.forgetFork(pid);
     for (const [pid, x] of this.recentExits) if (now - x.at > this.recentForkMs) this.recentExits.delete(pid);
   }
 }

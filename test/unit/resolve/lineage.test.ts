@@ -84,6 +84,28 @@ describe('lineage', () => {
     expect(l.live().size).toBe(0);
   });
 
+  it('a descendant registered as a root heads its own family, now and for its later children; each root removes only its own', async () => {
+    await proc(100, 1);
+    await proc(110, 100);
+    await proc(111, 110);
+    const l = new Lineage({ procRoot: root });
+    await l.addRoot(100);
+    l.onFork({ kind: 'fork', ns: 60n, parent: 100, child: 120 });
+    expect(l.membersOf(100).sort()).toEqual([100, 110, 111, 120]);
+    expect(await l.addRoot(110)).toBe(true);
+    l.onFork({ kind: 'fork', ns: 61n, parent: 110, child: 112 });
+    l.onFork({ kind: 'fork', ns: 62n, parent: 111, child: 113 });
+    expect([110, 111, 112, 113].map((p) => l.rootOf(p))).toEqual([110, 110, 110, 110]);
+    expect(l.membersOf(100).sort()).toEqual([100, 120]);
+    expect(l.membersOf(110).sort()).toEqual([110, 111, 112, 113]);
+    l.removeRoot(110);
+    expect([...l.live()].sort()).toEqual([100, 120]);
+    expect(l.rootOf(111)).toBeUndefined();
+    l.removeRoot(100);
+    expect(l.live().size).toBe(0);
+    expect(l.membersOf(100)).toEqual([]);
+  });
+
   it('with live fork events, registrations close together share one pass over /proc and miss no child', async () => {
     await proc(100, 1);
     await proc(200, 1);
