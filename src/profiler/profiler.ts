@@ -12,7 +12,7 @@ import type { TrackedConnection } from './connections.js';
 import { Scope } from './scope.js';
 import { LinkSites, type LinkOpener } from './link-sites.js';
 import { diag } from '../util/diag.js';
-import { awaitLive, everyFigureReadAt, oldestRead } from './live-view.js';
+import { awaitLive, everyFigureReadAt, LIVE_FRESH_MS, LIVE_WAIT_ALWAYS_BELOW, oldestRead } from './live-view.js';
 import { healthProblems, lateGraceOf, type LateGrace } from './health.js';
 import { Upkeep } from './upkeep.js';
 
@@ -329,8 +329,11 @@ export class Profiler implements DaemonControl {
     };
   }
 
+  /** Before a scrape. With LIVE_WAIT_ALWAYS_BELOW connections or more, figures read under
+   * LIVE_FRESH_MS ago (a job view's poller keeps a big job's so) are not read again: a read of
+   * 10,000 connections is ~100 ms on the thread pool, marshalled on the loop mid-scrape. */
   async refreshCounts(): Promise<void> {
-    await this.readLive(undefined, undefined, () => everyFigureReadAt(this.connections.all(), this.tracker.countsReadAt));
+    await this.readLive(undefined, undefined, () => everyFigureReadAt(this.connections.all(), this.tracker.countsReadAt), true);
   }
 
   eachTally(visit: (t: JobTallies) => void, only?: ReadonlySet<string>): void {
@@ -342,9 +345,12 @@ export class Profiler implements DaemonControl {
    * tens of thousands of counters takes long (nft lists the whole set): then it is waited for
    * at most LIVE_WAIT_MS, and the caller gives the last figures. Resolves with when the read
    * began, undefined if it was not waited for. */
-  private async readLive(own: TrackedConnection[] | undefined, id: string | undefined, figuresAt: () => number | undefined): Promise<number | undefined> {
+  private async readLive(own: TrackedConnection[] | undefined, id: string | undefined, figuresAt: () => number | undefined, keepFresh = false): Promise<number | undefined> {
     let readAt: number | undefined;
-    const refresh = Promise.all([this.tracker.refreshCounts(own, id), this.links?.refresh()]).then(
+    // As a view: a node of fewer connections is always read (quick), and waited for.
+    const at = keepFresh && this.connections.size >= LIVE_WAIT_ALWAYS_BELOW ? figuresAt() : undefined;
+    const host = at !== undefined && Date.now() - at < LIVE_FRESH_MS ? Promise.resolve(at) : this.tracker.refreshCounts(own, id);
+    const refresh = Promise.all([host, this.links?.refresh()]).then(
       ([at]) => void (readAt = at),
       (e: Error) => diag.warn('cannot read live counters', { error: e.message }),
     );
