@@ -72,7 +72,9 @@ export class Lineage extends EventEmitter {
   private recentForks = new Map<number, RecentFork>();
   /** recentForks by parent. */
   private readonly forksByParent = new PidIndex();
-  private prunedAt = 0;
+  /** The registered roots: another root's registration or fork events do not take them over. */
+  private readonly roots = new Set<number>();
+  private prunedAt = -Infinity;
   private recentExits = new Map<number, { ns: bigint; startTicks: number; at: number }>();
   private events = 0;
   private readonly procRoot: string;
@@ -121,6 +123,7 @@ export class Lineage extends EventEmitter {
     // Already a descendant of another root: registered itself, it heads its own family now, as
     // its existing and its future children do (these inherit rec.root).
     this.setRoot(rec, pid);
+    this.roots.add(pid);
     this.alive.add(pid);
     this.reroot(pid, pid);
     this.adoptRecent(pid, rec.bornNs ?? 0n);
@@ -128,11 +131,20 @@ export class Lineage extends EventEmitter {
     return true;
   }
 
-  /** Forgets a root and everything that descends from it through it. */
+  /** Forgets a root and everything that descends from it through it; or, when the root
+   * descends from another registered root, gives its family back to that one (FOLLOW_CHILDREN:
+   * they are that job's again). */
   removeRoot(pid: number): void {
+    this.roots.delete(pid);
+    const parent = this.records.get(this.records.get(pid)?.parent ?? -1);
+    const outer = parent && parent.root !== pid && this.roots.has(parent.root) ? parent.root : undefined;
     for (const p of this.byRoot.of(pid)) {
-      this.drop(this.records.get(p)!);
-      this.alive.delete(p);
+      const rec = this.records.get(p)!;
+      if (outer !== undefined) this.setRoot(rec, outer);
+      else {
+        this.drop(rec);
+        this.alive.delete(p);
+      }
     }
   }
 
@@ -232,6 +244,7 @@ export class Lineage extends EventEmitter {
   private forked(parent: number, child: number, ns: bigint, root: number): void {
     const prior = this.records.get(child);
     if (prior && prior.bornNs !== undefined && prior.bornNs >= ns) return; // already know a later one
+    if (prior && !prior.exitedAt && this.roots.has(child)) return; // a registered root's own birth
     const rec = this.add({ pid: child, parent, root, bornNs: ns });
     // Its exit may have been read before its fork (per-CPU buffers are not merged in order).
     const exit = this.recentExits.get(child);
@@ -290,7 +303,7 @@ export class Lineage extends EventEmitter {
     const todo = [pid];
     while (todo.length) {
       for (const child of this.byParent.of(todo.pop()!)) {
-        if (seen.has(child)) continue;
+        if (seen.has(child) || this.roots.has(child)) continue; // another root keeps its family
         seen.add(child);
         todo.push(child);
         this.setRoot(this.records.get(child)!, root);
@@ -316,8 +329,8 @@ export class Lineage extends EventEmitter {
    * registration asks (what is forgotten a second late is only kept a second longer). */
   private prune(): void {
     const now = Date.now();
-    if (now - this.prunedAt < 1_000) return;
-    this.prunedAt = now;
+    if (performance.now() - this.prunedAt < 1_000) return;
+    this.prunedAt = performance.now();
     for (const rec of this.records.values()) {
       if (rec.exitedAt && now - rec.exitedAt > this.exitedGraceMs) this.drop(rec);
     }

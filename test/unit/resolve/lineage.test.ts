@@ -84,7 +84,7 @@ describe('lineage', () => {
     expect(l.live().size).toBe(0);
   });
 
-  it('a descendant registered as a root heads its own family, now and for its later children; each root removes only its own', async () => {
+  it('a descendant registered as a root heads its own family, now and for its later children; ended, its family is its ancestor root\'s again', async () => {
     await proc(100, 1);
     await proc(110, 100);
     await proc(111, 110);
@@ -99,11 +99,28 @@ describe('lineage', () => {
     expect(l.membersOf(100).sort()).toEqual([100, 120]);
     expect(l.membersOf(110).sort()).toEqual([110, 111, 112, 113]);
     l.removeRoot(110);
-    expect([...l.live()].sort()).toEqual([100, 120]);
-    expect(l.rootOf(111)).toBeUndefined();
+    expect([110, 111, 112, 113].map((p) => l.rootOf(p))).toEqual([100, 100, 100, 100]);
+    expect(l.membersOf(100).sort()).toEqual([100, 110, 111, 112, 113, 120]);
     l.removeRoot(100);
     expect(l.live().size).toBe(0);
     expect(l.membersOf(100)).toEqual([]);
+  });
+
+  it('the same families whichever root is registered first, also when a root\'s own fork event comes late', async () => {
+    await proc(100, 1);
+    await proc(110, 100);
+    await proc(111, 110);
+    const l = new Lineage({ procRoot: root });
+    await l.addRoot(110);
+    await l.addRoot(100);
+    expect(l.membersOf(110).sort()).toEqual([110, 111]);
+    expect(l.membersOf(100)).toEqual([100]);
+    // 110's fork, read after its registration: still its own root.
+    l.onFork({ kind: 'fork', ns: 5n, parent: 100, child: 110 });
+    expect(l.rootOf(110)).toBe(110);
+    l.removeRoot(100);
+    expect(l.membersOf(110).sort()).toEqual([110, 111]);
+    expect(l.rootOf(100)).toBeUndefined();
   });
 
   it('with live fork events, registrations close together share one pass over /proc and miss no child', async () => {
