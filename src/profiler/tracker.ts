@@ -224,7 +224,10 @@ export class ConnectionTracker {
     conn.begun = this.counting.begin(conn, seenOpening).then((outcome) => {
       // Counters reinstalled after this connection opened and before its begin went through:
       // what it sent before is gone with the flushed ones.
-      if (outcome === 'from-first-packet' && this.countersRestartedAt > (conn.start ?? 0)) [outcome, conn.partialWhy] = ['from-now', RESTARTED_NOTE];
+      if (outcome === 'from-first-packet' && this.countersRestartedAt > (conn.start ?? 0)) {
+        outcome = 'from-now';
+        if (conn.start !== undefined) conn.partialWhy = RESTARTED_NOTE; // known to predate the restart
+      }
       else if (outcome === 'from-now' && seenOpening && this.counting.countsFromHandshake()) conn.partialWhy = KERNEL_SHORT_NOTE;
       conn.counting = outcome;
       return conn.counting;

@@ -109,6 +109,17 @@ describe('connection events to records', () => {
     expect(records[1]).toMatchObject({ partial: true, note: RESTARTED_NOTE });
   });
 
+  it('gives no such reason where counting from now is what the engine does (iptables)', async () => {
+    const { tracker, records, engine } = setup(() => kid.pid);
+    Object.defineProperty(engine, 'name', { value: 'iptables' });
+    engine.begin = async (items) => items.map((i) => (engine.begun.add(id(i.key)), 'from-now'));
+    tracker.onEvent(ev('syn', 1102, true));
+    tracker.onEvent(ev('rst', 1102, false));
+    await settle(tracker);
+    expect(records[0]).toMatchObject({ partial: true });
+    expect(records[0]!.note).toBeUndefined();
+  });
+
   it('ends at an RST, and counts duplicates and closes of unknown connections', async () => {
     const { tracker, records, engine } = setup(() => kid.pid);
     tracker.onEvent(ev('syn', 1001, false));
