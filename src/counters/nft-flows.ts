@@ -164,13 +164,14 @@ export async function harvestOwned(store: ElementStore, link: boolean): Promise<
  */
 export async function settledDump(store: ElementStore, set: string, f: 4 | 6): Promise<SetElement[] | undefined> {
   const union = new Map<string, SetElement>();
+  let previous: Map<string, SetElement> | undefined;
   for (let i = 0; i < 5; i++) {
     const got = await store.dump(set, f);
     if (!got) return undefined;
     const now = new Map(got.map((e) => [tupleId(e.tuple), e])); // without repeats
-    // Equal to everything seen so far: this dump and the ones before it agree.
-    if (i > 0 && now.size === union.size && [...now.keys()].every((id) => union.has(id))) return [...now.values()];
+    if (previous && now.size === previous.size && [...now.keys()].every((id) => previous!.has(id))) return [...now.values()];
     for (const [id, e] of now) union.set(id, e);
+    previous = now;
   }
   return [...union.values()];
 }
