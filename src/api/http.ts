@@ -75,7 +75,7 @@ export function sendJson(res: ServerResponse, status: number, value: unknown, ex
  * and indenting took twice as long: the big answers a program reads come compact, the rest
  * stay readable at a terminal. */
 export function jsonText(value: unknown): string {
-  const compact = JSON.stringify(value);
+  const compact = JSON.stringify(value) ?? 'null';
   return (compact.length <= PRETTY_MAX_CHARS ? JSON.stringify(value, null, 2) : compact) + '\n';
 }
 

@@ -41,6 +41,7 @@ async function countFailedAllocations(): Promise<{ stop(): Promise<number> }> {
   let err = '';
   bt.stderr.on('data', (d: Buffer) => (err += d));
   const closed = new Promise<void>((res) => bt.on('close', () => res()));
+  bt.on('error', (e) => (err += `cannot run bpftrace: ${e.message}`));
   await new Promise<void>((res, rej) => {
     bt.stdout.on('data', (d: Buffer) => ((out += d), out.includes('ready') && res()));
     void closed.then(() => rej(new Error(`bpftrace exited before it was ready: ${err}`)));
