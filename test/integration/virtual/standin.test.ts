@@ -204,7 +204,11 @@ describe('jobs in their own network namespace, on a bridge', () => {
 
   it('writes the records of a container that vanished while counted, from its link’s last counters', async () => {
     const c = await standIn(world, 4);
-    await slowDownload(c, 'vanish.1');
+    // Its namespace is this test's own to delete (below): also when the download never starts.
+    await slowDownload(c, 'vanish.1').catch(async (e: unknown) => {
+      await destroyNamespace(c.ns);
+      throw e;
+    });
     // The link goes first (as when a runtime tears the network down), so no FIN or RST of its
     // processes' deaths crosses it: only the collector learns that they are gone.
     await world.run('ip', ['link', 'del', c.port]);
