@@ -10,6 +10,13 @@ async function proc(pid: number, ppid: number, start = 100) {
   await writeFile(join(root, String(pid), 'stat'), `${pid} (p) S ${ppid} 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 ${start} 0 0\n`);
 }
 const gone = (pid: number) => rm(join(root, String(pid)), { recursive: true, force: true });
+/** 100 → 110 → 111 in /proc, and a lineage that reads it. */
+async function threeGenerations(): Promise<Lineage> {
+  await proc(100, 1);
+  await proc(110, 100);
+  await proc(111, 110);
+  return new Lineage({ procRoot: root });
+}
 
 beforeEach(async () => {
   root = await mkdtemp(join(tmpdir(), 'np-lineage-'));
@@ -72,10 +79,7 @@ describe('lineage', () => {
   });
 
   it('completes from /proc what happened before registration, and adopts just-forked children', async () => {
-    await proc(100, 1);
-    await proc(110, 100);
-    await proc(111, 110);
-    const l = new Lineage({ procRoot: root });
+    const l = await threeGenerations();
     l.onFork({ kind: 'fork', ns: 50n, parent: 100, child: 120 }); // forked and gone before registration
     expect(await l.addRoot(100)).toBe(true);
     expect([...l.live()].sort()).toEqual([100, 110, 111, 120]);
@@ -85,10 +89,7 @@ describe('lineage', () => {
   });
 
   it('a descendant registered as a root heads its own family, now and for its later children; ended, its family is its ancestor root\'s again', async () => {
-    await proc(100, 1);
-    await proc(110, 100);
-    await proc(111, 110);
-    const l = new Lineage({ procRoot: root });
+    const l = await threeGenerations();
     await l.addRoot(100);
     l.onFork({ kind: 'fork', ns: 60n, parent: 100, child: 120 });
     expect(l.membersOf(100).sort()).toEqual([100, 110, 111, 120]);
@@ -107,10 +108,7 @@ describe('lineage', () => {
   });
 
   it('the same families whichever root is registered first, also when a root\'s own fork event comes late', async () => {
-    await proc(100, 1);
-    await proc(110, 100);
-    await proc(111, 110);
-    const l = new Lineage({ procRoot: root });
+    const l = await threeGenerations();
     await l.addRoot(110);
     await l.addRoot(100);
     expect(l.membersOf(110).sort()).toEqual([110, 111]);
