@@ -34,9 +34,9 @@ export const countsIn = (flows: Flows, k: ConnKey, link: boolean): Counts | unde
  * A begun connection's counts, checked against what its handshake must have left: the SYN
  * and SYN-ACK are each counted in their direction's element when the datapath creates it. If
  * the kernel could not create one (a dynamic set's insert can fail under a burst) and no retry
- * from pend4/6 made it, our begin added it empty afterwards. Both at 0 packets: never counted. One at 0 while the other
- * went past its SYN (a second packet is an ACK, so the handshake completed): that direction
- * was missed — a lower bound.
+ * from pend4/6 made it, our begin added it empty afterwards. Both at 0 packets: never counted.
+ * One at 0 while the other went past its SYN (a second packet is an ACK, so the handshake
+ * completed): that direction was missed — a lower bound.
  */
 export function checkedCounts(b: Begun, c: Counts | undefined): Counts | undefined {
   if (!c || !b.seenOpening || b.outcome !== 'from-first-packet') return c;

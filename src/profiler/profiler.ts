@@ -348,8 +348,8 @@ export class Profiler implements DaemonControl {
   private async readLive(own: TrackedConnection[] | undefined, id: string | undefined, figuresAt: () => number | undefined, keepFresh = false): Promise<number | undefined> {
     let readAt: number | undefined;
     // As a view: a node of fewer connections is always read (quick), and waited for.
-    const at = keepFresh && this.connections.size >= LIVE_WAIT_ALWAYS_BELOW ? figuresAt() : undefined;
-    const host = at !== undefined && Date.now() - at < LIVE_FRESH_MS ? Promise.resolve(at) : this.tracker.refreshCounts(own, id);
+    const shown = keepFresh && this.connections.size >= LIVE_WAIT_ALWAYS_BELOW ? figuresAt() : undefined;
+    const host = shown !== undefined && Date.now() - shown < LIVE_FRESH_MS ? Promise.resolve(shown) : this.tracker.refreshCounts(own, id);
     const refresh = Promise.all([host, this.links?.refresh()]).then(
       ([at]) => void (readAt = at),
       (e: Error) => diag.warn('cannot read live counters', { error: e.message }),

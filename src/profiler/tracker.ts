@@ -227,8 +227,9 @@ export class ConnectionTracker {
       if (outcome === 'from-first-packet' && this.countersRestartedAt > (conn.start ?? 0)) {
         outcome = 'from-now';
         if (conn.start !== undefined) conn.partialWhy = RESTARTED_NOTE; // known to predate the restart
+      } else if (outcome === 'from-now' && seenOpening && this.counting.countsFromHandshake()) {
+        conn.partialWhy = KERNEL_SHORT_NOTE;
       }
-      else if (outcome === 'from-now' && seenOpening && this.counting.countsFromHandshake()) conn.partialWhy = KERNEL_SHORT_NOTE;
       conn.counting = outcome;
       return conn.counting;
     });
