@@ -111,7 +111,7 @@ export class Resolver extends EventEmitter {
    * tracer's output has been read. */
   private eventsReadUpTo = 0;
   private eventReceivedAt = 0;
-  /** The last socket-table read, and when it began (epoch ms). */
+  /** The socket tables, one read shared by the lookups it can serve. */
   private readonly tables: SharedTcpTables;
   private readonly st: ResolverStats = {
     bySource: { 'ebpf-connect': 0, 'ebpf-accept': 0, procfs: 0, listener: 0, tap: 0, unresolved: 0 },
@@ -371,7 +371,6 @@ export class Resolver extends EventEmitter {
   }
 }
 
-
 interface Answer {
   a: Attribution;
   code?: UnresolvedCode;
@@ -384,7 +383,6 @@ function unresolved(code: UnresolvedCode, reason: string): Answer {
 function fromEvent(ev: SocketEvent): Attribution {
   return { pid: ev.pid, source: ev.kind === 'connect' ? 'ebpf-connect' : 'ebpf-accept', exact: true };
 }
-
 
 function stateName(state: number): string {
   return Object.entries(TCP_STATE).find(([, v]) => v === state)?.[0] ?? String(state);
