@@ -20,6 +20,8 @@ export interface TrackedConnection {
   /** Why a connection that should have been counted from its first packet was not (the
    * record's note). */
   partialWhy?: string;
+  /** Why it is not counted ('no-room'): RULES_THRESHOLD, or what the engine said. */
+  uncountedWhy?: string;
   /** Settles when counting has been set up; until then `counting` is not yet known. */
   begun?: Promise<BeginOutcome>;
   /** FINs seen in each direction: data still flows after the first one (half-close). */

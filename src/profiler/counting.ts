@@ -68,11 +68,13 @@ export class Counting {
       if (outcome === 'no-room' && (await this.o.thresholdGc())) outcome = await this.begins.push(item);
       if (outcome === 'no-room') {
         this.stats.noRoom += 1;
+        conn.uncountedWhy = `not counted: RULES_THRESHOLD (${this.o.capacity}) reached`;
         diag.warn('connection not counted: RULES_THRESHOLD reached', { job: conn.job, pid: conn.pid, key: conn.id, threshold: this.o.capacity });
       }
       return outcome;
     } catch (e) {
       this.stats.engineErrors += 1;
+      conn.uncountedWhy = `not counted: the counter engine failed: ${(e as Error).message}`;
       diag.error('could not begin counting', { key: conn.id, error: (e as Error).message });
       return 'no-room';
     }

@@ -64,6 +64,9 @@ export interface LinkSitesParts {
 export class LinkSites {
   private readonly sites = new Map<string, LinkSite>();
   private readonly opening = new Map<string, Promise<LinkSite | undefined>>();
+  /** Closes under way, by device: the link's table is named by its device, so a new site must
+   * wait until the old one's table is gone (else the old close deletes the new one's). */
+  private readonly closing = new Map<string, Promise<void>>();
   readonly stats = { opened: 0, closed: 0, outOfScope: 0, failed: 0 };
   private readonly failures = new Map<string, string>();
 
@@ -100,9 +103,8 @@ export class LinkSites {
         diag.warn('a registered process’s link is not counted: INTERFACE names neither it nor its bridge', { pid: proc.pid, link: link.device, bridge: link.master ?? null });
         continue;
       }
-      const site = await this.site(link, iface, proc.pid);
+      const site = await this.join(link, iface, proc.pid);
       if (!site) continue;
-      site.pids.add(proc.pid);
       counted.push(link);
       await site.tracker.claimConnectionsOf(family, { late: true });
     }
@@ -115,11 +117,22 @@ export class LinkSites {
     if (!link) throw new RequestError(404, `no interface ${device} in the daemon's network namespace`);
     const iface = this.logName(link);
     if (iface === undefined) throw new RequestError(409, `INTERFACE names neither ${device} nor its bridge${link.master ? ` ${link.master}` : ''}: its connections would not be in scope`);
-    const site = await this.site(link, iface, proc.pid);
+    const site = await this.join(link, iface, proc.pid);
     if (!site) throw new RequestError(500, this.failures.get(link.device) ?? `cannot count on ${device}`);
-    site.pids.add(proc.pid);
     await site.tracker.claimConnectionsOf(family, { late: true });
     return { link, iface };
+  }
+
+  /** The link's site with the process in it: a site that began closing while this waited
+   * (its last process ended) is not joined, a new one is opened after it. */
+  private async join(link: JobLink, iface: string, pid: number): Promise<LinkSite | undefined> {
+    for (;;) {
+      const site = await this.site(link, iface, pid);
+      if (!site) return undefined;
+      if (this.sites.get(link.device) !== site) continue;
+      site.pids.add(pid);
+      return site;
+    }
   }
 
   private site(link: JobLink, iface: string, pid: number): Promise<LinkSite | undefined> {
@@ -127,7 +140,8 @@ export class LinkSites {
     if (known) return Promise.resolve(known);
     let p = this.opening.get(link.device);
     if (!p) {
-      p = this.open(link, iface, pid).finally(() => this.opening.delete(link.device));
+      const closed = this.closing.get(link.device) ?? Promise.resolve();
+      p = closed.then(() => this.open(link, iface, pid)).finally(() => this.opening.delete(link.device));
       this.opening.set(link.device, p);
     }
     return p;
@@ -180,6 +194,8 @@ export class LinkSites {
       for (const p of pids) s.pids.delete(p);
       if (s.pids.size === 0) await this.close(s, reason);
     }
+    // A link the collector is closing holds their connections too: logged when this returns.
+    await Promise.all(this.closing.values());
     for (const p of pids) this.failures.delete(`pid ${p}`);
     return logged;
   }
@@ -192,14 +208,21 @@ export class LinkSites {
     }
   }
 
-  private async close(s: LinkSite, reason: EndReason): Promise<void> {
-    if (this.sites.get(s.link.device) !== s) return;
-    this.sites.delete(s.link.device);
-    await s.opened.capture.stop();
-    await s.tracker.finishAll(reason);
-    await s.opened.close().catch((e: Error) => diag.error('could not remove a link’s counters', { link: s.link.device, error: e.message }));
-    this.stats.closed += 1;
-    diag.info('stopped counting on a job’s link', { link: s.link.device, reason });
+  private close(s: LinkSite, reason: EndReason): Promise<void> {
+    const device = s.link.device;
+    if (this.sites.get(device) !== s) return this.closing.get(device) ?? Promise.resolve();
+    this.sites.delete(device);
+    const done = (async () => {
+      await s.opened.capture.stop();
+      await s.tracker.finishAll(reason);
+      await s.opened.close().catch((e: Error) => diag.error('could not remove a link’s counters', { link: device, error: e.message }));
+      this.stats.closed += 1;
+      diag.info('stopped counting on a job’s link', { link: device, reason });
+    })().finally(() => {
+      if (this.closing.get(device) === done) this.closing.delete(device);
+    });
+    this.closing.set(device, done);
+    return done;
   }
 
   async stopAll(): Promise<number> {
@@ -208,6 +231,7 @@ export class LinkSites {
       n += s.tracker.table.size;
       await this.close(s, 'shutdown');
     }
+    await Promise.all(this.closing.values());
     return n;
   }
 

@@ -41,6 +41,6 @@ export function toRecord(c: TrackedConnection, reason: EndReason, counts: Counts
     ...(c.guest ? { guest: true } : {}),
     ...(c.translated ? { translated: c.translated } : {}),
     attribution: c.attribution,
-    note: counts === undefined ? (note ?? (c.counting === 'no-room' ? NO_ROOM_NOTE : MISSING_NOTE)) : counts.incomplete ? ONE_WAY_NOTE : c.counting === 'from-now' ? c.partialWhy : undefined,
+    note: counts === undefined ? (note ?? (c.counting === 'no-room' ? (c.uncountedWhy ?? NO_ROOM_NOTE) : MISSING_NOTE)) : counts.incomplete ? ONE_WAY_NOTE : c.counting === 'from-now' ? c.partialWhy : undefined,
   };
 }

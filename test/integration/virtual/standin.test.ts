@@ -36,6 +36,10 @@ describe('jobs in their own network namespace, on a bridge', () => {
   // failure must not read as seven.
   afterEach(async ({ task }) => {
     if (task.result?.state !== 'fail') return;
+    // What the daemon said about it: the log record alone cannot tell an engine error from a
+    // full set.
+    const said = world.daemon.stderr().split('\n').filter((l) => /warn|error/i.test(l));
+    console.error(`daemon warnings and errors (last 40 of ${said.length}):\n${said.slice(-40).join('\n')}`);
     if (world.daemon.child.exitCode !== null || world.daemon.child.signalCode !== null) await world.restartDaemon({});
     for (const id of registered) await world.daemon.curl(`/endjobprofile/jobid=${id}`);
     registered.clear();
@@ -141,6 +145,40 @@ describe('jobs in their own network namespace, on a bridge', () => {
     expect(await linkTables(world.node.ns)).toEqual([]);
     void j;
   }, 30_000);
+
+  /** Whether the daemon lists the link among those it counts on (a close begins by unlisting it). */
+  async function counting(s: StandIn): Promise<boolean> {
+    const stats = JSON.parse((await world.daemon.curl('/v1/stats')).body) as { links: { counting: Array<{ link: string }> } };
+    return stats.links.counting.some((l) => l.link === s.port);
+  }
+
+  it('counts a job registered on a link while the link’s counters are being removed', async () => {
+    // The link's table is named by the link: a registration while the old one is being removed
+    // must get a new one made after that removal (CI once saw the removal delete the new job's
+    // table: its connections not counted). Rounds 1–2: the collector removes it (the last
+    // process died); round 3: the last job's end does.
+    for (let round = 1; round <= 3; round++) {
+      const old = await job(a, `swap.${round}`, 'exec sleep 30');
+      const next = world.spawn(a.ns, 'sh', ['-c', `read go; curl -s -o /dev/null http://${world.remote.v4}:8000/one-mib`]);
+      if (round < 3) {
+        process.kill(old.pid, 'SIGKILL');
+        const deadline = Date.now() + 10_000;
+        while ((await counting(a)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+        await world.register(`next.${round}`, next.pid!);
+      } else {
+        const [ended] = await Promise.all([world.daemon.curl(`/endjobprofile/jobid=swap.${round}`), world.register(`next.${round}`, next.pid!)]);
+        expect(ended.status).toBe(200);
+      }
+      registered.add(`next.${round}`);
+      next.stdin!.write('go\n');
+      expect(await exited(next)).toBe(0);
+      const [rec] = await world.waitForRecords(1, ofJob(`next.${round}`));
+      expect(rec, `round ${round}`).toMatchObject({ link: a.port, counted: true, partial: false });
+      await world.daemon.curl(`/endjobprofile/jobid=swap.${round}`);
+      await world.daemon.curl(`/endjobprofile/jobid=next.${round}`);
+      expect(await linkTables(world.node.ns)).toEqual([]);
+    }
+  }, 60_000);
 
   it('lets a hypervisor hand a VM’s tap to a registered process, and refuses what it cannot count', async () => {
     const tap = `tp${process.pid % 10000}`;

@@ -120,6 +120,22 @@ describe('connection events to records', () => {
     expect(records[0]!.note).toBeUndefined();
   });
 
+  it('says why a connection is not counted: the threshold, or the engine’s own error', async () => {
+    const { tracker, records, engine } = setup(() => kid.pid);
+    engine.begin = async (items) => items.map(() => 'no-room');
+    tracker.onEvent(ev('syn', 1103, true));
+    tracker.onEvent(ev('rst', 1103, false));
+    await settle(tracker);
+    expect(records[0]).toMatchObject({ counts: undefined, note: 'not counted: RULES_THRESHOLD (100) reached' });
+    engine.begin = async () => {
+      throw new Error('nfset.get: No such file or directory');
+    };
+    tracker.onEvent(ev('syn', 1104, true));
+    tracker.onEvent(ev('rst', 1104, false));
+    await settle(tracker);
+    expect(records[1]).toMatchObject({ counts: undefined, note: 'not counted: the counter engine failed: nfset.get: No such file or directory' });
+  });
+
   it('ends at an RST, and counts duplicates and closes of unknown connections', async () => {
     const { tracker, records, engine } = setup(() => kid.pid);
     tracker.onEvent(ev('syn', 1001, false));
