@@ -64,9 +64,11 @@ export interface LinkSitesParts {
 export class LinkSites {
   private readonly sites = new Map<string, LinkSite>();
   private readonly opening = new Map<string, Promise<LinkSite | undefined>>();
-  /** Closes under way, by device: the link's table is named by its device, so a new site must
-   * wait until the old one's table is gone (else the old close deletes the new one's). */
-  private readonly closing = new Map<string, Promise<void>>();
+  /** Closes under way, by device: a new site of the link must wait until the old one's table
+   * (netprof_l<ifindex>, the same name) is gone, or the old close deletes the new one's. */
+  private readonly closing = new Map<string, { site: LinkSite; done: Promise<void> }>();
+  /** stopAll() ran: nothing opens any more. */
+  private stopped = false;
   readonly stats = { opened: 0, closed: 0, outOfScope: 0, failed: 0 };
   private readonly failures = new Map<string, string>();
 
@@ -137,11 +139,13 @@ export class LinkSites {
 
   private site(link: JobLink, iface: string, pid: number): Promise<LinkSite | undefined> {
     const known = this.sites.get(link.device);
-    if (known) return Promise.resolve(known);
+    // The same name on another interface: the old one was deleted and a new one made.
+    if (known && known.link.ifindex !== link.ifindex) void this.close(known, 'gc');
+    else if (known) return Promise.resolve(known);
     let p = this.opening.get(link.device);
     if (!p) {
-      const closed = this.closing.get(link.device) ?? Promise.resolve();
-      p = closed.then(() => this.open(link, iface, pid)).finally(() => this.opening.delete(link.device));
+      const closed = this.closing.get(link.device)?.done ?? Promise.resolve();
+      p = closed.then(() => (this.stopped ? undefined : this.open(link, iface, pid))).finally(() => this.opening.delete(link.device));
       this.opening.set(link.device, p);
     }
     return p;
@@ -194,8 +198,8 @@ export class LinkSites {
       for (const p of pids) s.pids.delete(p);
       if (s.pids.size === 0) await this.close(s, reason);
     }
-    // A link the collector is closing holds their connections too: logged when this returns.
-    await Promise.all(this.closing.values());
+    // A link the collector is closing may hold their connections: logged when this returns.
+    await Promise.all([...this.closing.values()].filter((c) => [...c.site.pids].some((p) => pids.has(p))).map((c) => c.done));
     for (const p of pids) this.failures.delete(`pid ${p}`);
     return logged;
   }
@@ -208,30 +212,40 @@ export class LinkSites {
     }
   }
 
+  /** Never rejects: what failed is logged, and the counters are removed whatever happened. */
   private close(s: LinkSite, reason: EndReason): Promise<void> {
     const device = s.link.device;
-    if (this.sites.get(device) !== s) return this.closing.get(device) ?? Promise.resolve();
+    const under = this.closing.get(device);
+    if (this.sites.get(device) !== s) return under?.site === s ? under.done : Promise.resolve();
     this.sites.delete(device);
+    const failed = (what: string, e: unknown) => diag.error(what, { link: device, error: (e as Error).message });
     const done = (async () => {
-      await s.opened.capture.stop();
-      await s.tracker.finishAll(reason);
-      await s.opened.close().catch((e: Error) => diag.error('could not remove a link’s counters', { link: device, error: e.message }));
+      try {
+        await s.opened.capture.stop();
+        await s.tracker.finishAll(reason);
+      } catch (e) {
+        failed('could not log a link’s connections', e);
+      } finally {
+        await s.opened.close().catch((e: unknown) => failed('could not remove a link’s counters', e));
+      }
       this.stats.closed += 1;
       diag.info('stopped counting on a job’s link', { link: device, reason });
     })().finally(() => {
-      if (this.closing.get(device) === done) this.closing.delete(device);
+      if (this.closing.get(device)?.done === done) this.closing.delete(device);
     });
-    this.closing.set(device, done);
+    this.closing.set(device, { site: s, done });
     return done;
   }
 
   async stopAll(): Promise<number> {
+    this.stopped = true;
+    await Promise.all(this.opening.values()); // a site opening now is closed below
     let n = 0;
     for (const s of [...this.sites.values()]) {
       n += s.tracker.table.size;
       await this.close(s, 'shutdown');
     }
-    await Promise.all(this.closing.values());
+    await Promise.all([...this.closing.values()].map((c) => c.done));
     return n;
   }
 

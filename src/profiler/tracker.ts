@@ -292,14 +292,17 @@ export class ConnectionTracker {
     await Promise.all(conns.map((c) => c.begun));
     await Promise.all(conns.map((c) => c.translating));
     const { counts, note } = await this.counting.all();
+    let logged = 0;
     for (const c of conns) {
+      if (this.table.get(c.key) !== c) continue; // finished by someone else meanwhile
+      logged += 1;
       this.table.delete(c);
       this.generations.release(c.id);
       this.stats.closed[reason] += 1;
       const stale = this.generations.superseded(c.id, c.generation);
       this.parts.log.write(toRecord(c, reason, c.counting === 'no-room' || stale ? undefined : counts.get(c.id), stale ? REUSED_NOTE : note));
     }
-    return conns.length;
+    return logged;
   }
 
   /** Final counters, stop counting, one record per connection. */

@@ -174,6 +174,7 @@ describe('jobs in their own network namespace, on a bridge', () => {
       expect(await exited(next)).toBe(0);
       const [rec] = await world.waitForRecords(1, ofJob(`next.${round}`));
       expect(rec, `round ${round}`).toMatchObject({ link: a.port, counted: true, partial: false });
+      if (round === 3) process.kill(old.pid, 'SIGKILL');
       await world.daemon.curl(`/endjobprofile/jobid=swap.${round}`);
       await world.daemon.curl(`/endjobprofile/jobid=next.${round}`);
       expect(await linkTables(world.node.ns)).toEqual([]);

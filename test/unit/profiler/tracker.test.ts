@@ -136,6 +136,17 @@ describe('connection events to records', () => {
     expect(records[1]).toMatchObject({ counts: undefined, note: 'not counted: the counter engine failed: nfset.get: No such file or directory' });
   });
 
+  it('logs a connection once when its process’s end and a close of everything race', async () => {
+    const { tracker, records, engine } = setup(() => kid.pid);
+    tracker.onEvent(ev('syn', 1105, true));
+    await settle(tracker);
+    const conn = tracker.table.get(key(1105))!;
+    // The whole table's read outlasts the one connection's final read (as 10,000 do one).
+    engine.list = async () => (await new Promise((r) => setTimeout(r, 50)), []);
+    await Promise.all([tracker.finish([conn], 'process-end'), tracker.finishAll('gc')]);
+    expect(records).toHaveLength(1);
+  });
+
   it('ends at an RST, and counts duplicates and closes of unknown connections', async () => {
     const { tracker, records, engine } = setup(() => kid.pid);
     tracker.onEvent(ev('syn', 1001, false));
