@@ -139,13 +139,23 @@ export class LinkSites {
 
   private site(link: JobLink, iface: string, pid: number): Promise<LinkSite | undefined> {
     const known = this.sites.get(link.device);
-    // The same name on another interface: the old one was deleted and a new one made.
-    if (known && known.link.ifindex !== link.ifindex) void this.close(known, 'gc');
-    else if (known) return Promise.resolve(known);
+    let carried: number[] = [];
+    if (known && known.link.ifindex !== link.ifindex) {
+      // The same name on another interface: the old one was deleted and a new one made, behind
+      // which its processes now are.
+      carried = [...known.pids];
+      void this.close(known, 'gc');
+    } else if (known) return Promise.resolve(known);
     let p = this.opening.get(link.device);
     if (!p) {
       const closed = this.closing.get(link.device)?.done ?? Promise.resolve();
-      p = closed.then(() => (this.stopped ? undefined : this.open(link, iface, pid))).finally(() => this.opening.delete(link.device));
+      p = closed
+        .then(async () => {
+          const s = this.stopped ? undefined : await this.open(link, iface, pid);
+          for (const q of carried) if (s && this.parts.isAlive(q)) s.pids.add(q);
+          return s;
+        })
+        .finally(() => this.opening.delete(link.device));
       this.opening.set(link.device, p);
     }
     return p;

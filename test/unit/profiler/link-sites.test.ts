@@ -148,13 +148,13 @@ describe('a job’s link whose last process ends while another registers', () =>
     await collecting;
   });
 
-  it('counts a new interface that took an old one’s name on its own, and stops counting the old', async () => {
+  it('counts a new interface that took an old one’s name on its own, for the old one’s processes too', async () => {
     const w = world();
     await w.sites.attach(w.proc(1), [1]);
     w.found.link = { ...LINK, ifindex: 8 }; // the container's veth deleted, another made as vc1
     await w.sites.attach(w.proc(2), [2]);
     await new Promise((r) => setTimeout(r, 40));
     expect([...w.tables]).toEqual(['vc1@8']);
-    expect(w.sites.describe()).toMatchObject([{ link: 'vc1', pids: [2] }]);
+    expect(w.sites.describe()).toMatchObject([{ link: 'vc1', pids: [2, 1] }]);
   });
 });
