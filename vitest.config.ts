@@ -10,6 +10,7 @@ const BURSTS = ['test/integration/hardening/busy-loop.test.ts', 'test/integratio
 export default defineConfig({
   test: {
     globalSetup: ['test/support/global-setup.ts'],
+    setupFiles: ['test/support/on-failure.ts'],
     pool: 'forks',
     maxWorkers: 2,
     testTimeout: 60_000,

@@ -41,6 +41,9 @@ export function daemonReady(child: ChildProcess, stderr: () => string): Promise<
 
 let nextPort = 18000 + (process.pid % 1000);
 
+/** Every daemon this test file started, for test/support/on-failure.ts. */
+export const startedDaemons: RunningDaemon[] = [];
+
 /** Starts `netprof daemon` inside the namespace and waits until it is ready. */
 export async function startDaemon(ns: string, config: Record<string, string> = {}, extraArgs: string[] = []): Promise<RunningDaemon> {
   const dir = mkdtempSync(join(tmpdir(), 'netprof-daemon-'));
@@ -52,7 +55,7 @@ export async function startDaemon(ns: string, config: Record<string, string> = {
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   await daemonReady(child, () => err);
-  return {
+  const daemon: RunningDaemon = {
     ns,
     port,
     logDir,
@@ -70,4 +73,6 @@ export async function startDaemon(ns: string, config: Record<string, string> = {
       await exited(child);
     },
   };
+  startedDaemons.push(daemon);
+  return daemon;
 }

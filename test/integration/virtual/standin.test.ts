@@ -36,10 +36,6 @@ describe('jobs in their own network namespace, on a bridge', () => {
   // failure must not read as seven.
   afterEach(async ({ task }) => {
     if (task.result?.state !== 'fail') return;
-    // What the daemon said about it: the log record alone cannot tell an engine error from a
-    // full set.
-    const said = world.daemon.stderr().split('\n').filter((l) => /warn|error/i.test(l));
-    console.error(`daemon warnings and errors (last 40 of ${said.length}):\n${said.slice(-40).join('\n')}`);
     if (world.daemon.child.exitCode !== null || world.daemon.child.signalCode !== null) await world.restartDaemon({});
     for (const id of registered) await world.daemon.curl(`/endjobprofile/jobid=${id}`);
     registered.clear();
