@@ -166,7 +166,9 @@ export class Tracer extends EventEmitter {
 
   private setStatus(s: TracerStatus): void {
     this.st = s;
-    this.opts.log?.(s.state === 'live' ? 'info' : 'warn', `eBPF tracer ${s.state}`, s.reason ? { reason: s.reason } : undefined);
+    // Starting (every start), live, off and stopped are the normal course; a warning is for a lost tracer.
+    const trouble = s.state === 'restarting' || s.state === 'unavailable';
+    this.opts.log?.(trouble ? 'warn' : 'info', `eBPF tracer ${s.state}`, s.reason ? { reason: s.reason } : undefined);
     this.emit('status', this.status);
   }
 
