@@ -29,6 +29,8 @@ export interface TrackedConnection {
   finReceived: boolean;
   /** Set once the close has been seen and the record is being made. */
   closing?: 'fin' | 'rst' | 'gc';
+  /** Settles when its record is written: set by the one finish() that ends it. */
+  ending?: Promise<void>;
   /** It opened before its process was registered (claimed at the registration). */
   late?: boolean;
   /** Both directions had closed (or it was reset) before it was claimed. */

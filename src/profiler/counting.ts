@@ -116,9 +116,11 @@ export class Counting {
         diag.warn('forgetting superseded connections failed', { error: e.message, connections: gone.length });
       });
     }
-    const counts = live.length ? await engine.end(live) : [];
-    let next = 0;
-    return stale.map((s) => (s ? 'reused' : counts[next++]));
+    // Each key once: the kernel refuses a whole batch that deletes one element twice.
+    const unique = [...new Map(live.map((k) => [keyString(k), k])).values()];
+    const counts = unique.length ? await engine.end(unique) : [];
+    const byKey = new Map(unique.map((k, i) => [keyString(k), counts[i]]));
+    return items.map((item, i) => (stale[i] ? 'reused' : byKey.get(keyString(item.key))));
   }
 
   /** Every begun connection's counts in one read (the daemon's last act). */

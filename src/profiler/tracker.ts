@@ -305,9 +305,21 @@ export class ConnectionTracker {
     return logged;
   }
 
-  /** Final counters, stop counting, one record per connection. */
+  /** Final counters, stop counting, one record per connection. A connection another call is
+   * already finishing (its FIN's close and its process's end, say) is left to that call: its
+   * key twice in one end batch would make the kernel refuse the whole batch. */
   async finish(conns: TrackedConnection[], reason: EndReason): Promise<void> {
-    if (conns.length === 0) return;
+    const mine = conns.filter((c) => !c.ending);
+    const theirs = conns.flatMap((c) => (c.ending ? [c.ending] : []));
+    if (mine.length) {
+      const p = this.finishNow(mine, reason);
+      for (const c of mine) c.ending = p;
+      await p;
+    }
+    await Promise.all(theirs);
+  }
+
+  private async finishNow(conns: TrackedConnection[], reason: EndReason): Promise<void> {
     // A process or job may end while a connection's counting is still being set up.
     await Promise.all(conns.map((c) => c.begun));
     await Promise.all(conns.map((c) => c.translating));

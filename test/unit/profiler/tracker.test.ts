@@ -147,6 +147,16 @@ describe('connection events to records', () => {
     expect(records).toHaveLength(1);
   });
 
+  it('ends a connection once when two calls finish it together (its close and its process’s end)', async () => {
+    const { tracker, records, engine } = setup(() => kid.pid);
+    tracker.onEvent(ev('syn', 1106, true));
+    await settle(tracker);
+    const conn = tracker.table.get(key(1106))!;
+    await Promise.all([tracker.finish([conn], 'process-end'), tracker.finish([conn], 'job-end')]);
+    expect(engine.ended.filter((k) => k === id(key(1106))), 'its counters read and removed once').toHaveLength(1);
+    expect(records).toHaveLength(1);
+  });
+
   it('ends at an RST, and counts duplicates and closes of unknown connections', async () => {
     const { tracker, records, engine } = setup(() => kid.pid);
     tracker.onEvent(ev('syn', 1001, false));
