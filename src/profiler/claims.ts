@@ -20,6 +20,8 @@ export interface ClaimingTracker {
   scheduleClose(conn: TrackedConnection, reason: 'fin' | 'rst'): Promise<void>;
   /** Whose /proc/PID/net tables hold the tracker's sockets; undefined: none to read. */
   netPid(): number | 'self' | undefined;
+  /** Whether the connection's record was written at or after `since` (epoch ms). */
+  finishedSince(id: string, since: number): boolean;
 }
 
 /** Connections a process turns out to own after they opened: from the grace list (seen
@@ -81,13 +83,17 @@ export class Claims {
     }
     await this.t.chains.settle();
     const netPid = this.t.netPid();
+    // A socket of this read that capture tracks, queues or has finished since is capture's: each
+    // check is made again after every wait below, since capture goes on meanwhile.
+    const readAt = Date.now();
+    const capturedSince = (id: string) => this.t.table.has(id) || this.t.chains.has(id) || this.t.finishedSince(id, readAt);
     const found = netPid === undefined ? [] : await socketsOf(family, netPid).catch((e: Error) => {
       diag.warn('cannot read the socket tables', { error: e.message });
       return [];
     });
     for (const s of found) {
       const id = keyString(s.key);
-      if (this.t.table.has(id) || this.t.chains.has(id)) continue;
+      if (capturedSince(id)) continue;
       // A registered process, or (FOLLOW_CHILDREN) a descendant, which joins its ancestor's job.
       const proc = this.t.profiledProcess(s.pid);
       if (!proc) continue;
@@ -103,6 +109,7 @@ export class Claims {
         else this.t.stats.outOfScope[scope.why] = (this.t.stats.outOfScope[scope.why] ?? 0) + 1;
         continue;
       }
+      if (capturedSince(id)) continue;
       this.t.stats.lateFound += 1;
       claimed += 1;
       await this.t.track({ key: s.key, iface: scope.iface, proc, openedBy: 'unknown', attribution: 'procfs', late: opts.late }).begun;

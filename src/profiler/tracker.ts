@@ -63,6 +63,7 @@ export class ConnectionTracker {
       track: (c) => this.track(c),
       scheduleClose: (c, reason) => this.scheduleClose(c, reason),
       netPid: () => this.netPid(),
+      finishedSince: (id, since) => (this.finished.get(id) ?? -Infinity) - IGNORE_TTL_MS >= since,
     });
     this.live = new LiveCounts((conns) => this.counting.read(conns), () => this.table.all());
     parts.resolve?.resolver.on('refined', (key: ConnKey, now: Attribution) => this.refine(key, now));
