@@ -43,6 +43,8 @@ export class Profiler implements DaemonControl {
   private readonly startedAt = Date.now();
   private readonly upkeep: Upkeep;
   private stopping = false;
+  /** Jobs whose end is under way: a registration into one is refused (it would be dropped with it). */
+  private readonly endingJobs = new Set<string>();
   private onShutdown: ((reason: string) => void) | undefined;
   /** Totals of connections already logged, per job, for the API's job totals. */
   private readonly closedTotals = new Map<string, Traffic & { connections: number }>();
@@ -178,6 +180,8 @@ export class Profiler implements DaemonControl {
         // The pid was reused: the earlier process died unnoticed. Close its books first.
         await this.endProcesses([existing], 'process-end');
       }
+      // A process added while its job is being ended would be dropped with it, unlogged.
+      if (this.endingJobs.has(job)) throw new RequestError(409, `job ${job} is being ended; register its processes after that, or under another job`);
       const started = !this.registry.job(job);
       const result = this.registry.add(job, info);
       this.counters.registrations += 1;
@@ -204,8 +208,15 @@ export class Profiler implements DaemonControl {
     this.refuseWhileStopping();
     const j = this.registry.job(job);
     if (!j) throw new RequestError(404, `job ${job} is not profiled`);
+    if (this.endingJobs.has(job)) throw new RequestError(409, `job ${job} is already being ended`);
     const procs = [...j.processes.values()];
-    const logged = await this.endProcesses(procs, 'job-end');
+    this.endingJobs.add(job);
+    let logged: number;
+    try {
+      logged = await this.endProcesses(procs, 'job-end');
+    } finally {
+      this.endingJobs.delete(job);
+    }
     this.registry.removeJob(job);
     this.closedTotals.delete(job);
     this.counters.jobsEnded += 1;
