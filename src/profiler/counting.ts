@@ -8,9 +8,9 @@ import { diag } from '../util/diag.js';
 /** How long a begin batch waits for company; under the tracker's CLOSE_GRACE_MS (25 ms). */
 const BEGIN_DELAY_MS = 15;
 
-/** A connection whose final counts are wanted, and how to tell, when its batch runs, that a
- * new connection has taken its tuple meanwhile. */
-interface Ending {
+/** A connection whose final counts are wanted (or whose counters are given up), and how to
+ * tell, when its batch runs, that a new connection has taken its tuple meanwhile. */
+export interface Ending {
   key: ConnKey;
   stale: () => boolean;
 }
@@ -23,7 +23,7 @@ interface Ending {
 export class Counting {
   private readonly begins: Batcher<BeginItem, BeginOutcome> | undefined;
   private readonly ends: Batcher<Ending, Counts | 'reused' | undefined> | undefined;
-  private readonly discards: Batcher<ConnKey, undefined> | undefined;
+  private readonly discards: Batcher<Ending, undefined> | undefined;
 
   constructor(
     private readonly engine: CounterEngine | undefined,
@@ -38,7 +38,16 @@ export class Counting {
     this.begins = new Batcher((items) => engine.begin(items), { maxItems: 1000, delayMs: BEGIN_DELAY_MS });
     this.ends = new Batcher((items) => this.endBatch(engine, items), { maxItems: 1000, delayMs: 5 });
     // One listing per batch with nft: a whole collection's expiries go in one.
-    this.discards = new Batcher(async (keys) => (await engine.discard(keys), keys.map(() => undefined)), { maxItems: 100_000, delayMs: 50 });
+    // Whether a new connection took the tuple is asked again when the batch runs: its counters
+    // are then the new one's.
+    this.discards = new Batcher(
+      async (items) => {
+        const keys = items.filter((i) => !i.stale()).map((i) => i.key);
+        if (keys.length) await engine.discard(keys);
+        return items.map(() => undefined);
+      },
+      { maxItems: 100_000, delayMs: 50 },
+    );
   }
 
   /** Connections whose discard is queued or running: their elements are still in the set. */
@@ -136,12 +145,12 @@ export class Counting {
   }
 
   /** Gives up the datapath counters of connections nobody claimed. */
-  discard(keys: readonly ConnKey[]): void {
+  discard(items: readonly Ending[]): void {
     if (!this.discards) return;
-    for (const k of keys) {
+    for (const item of items) {
       this.discardsPending += 1;
       this.discards
-        .push(k)
+        .push(item)
         .catch((e: Error) => diag.warn('discarding counters failed', { error: e.message }))
         .finally(() => (this.discardsPending -= 1));
     }

@@ -5,7 +5,7 @@ import type { EndReason } from '../log/record.js';
 import { Membership } from './membership.js';
 import { ConnectionTable, type NewConnection, type TrackedConnection } from './connections.js';
 import { Claims } from './claims.js';
-import { Counting } from './counting.js';
+import { Counting, type Ending } from './counting.js';
 import { TupleGenerations } from './tuple-generations.js';
 import { UnclaimedConnections, isClosed, type Unclaimed } from './unclaimed.js';
 import { KERNEL_SHORT_NOTE, RESTARTED_NOTE, REUSED_NOTE, toRecord } from './records.js';
@@ -150,12 +150,14 @@ export class ConnectionTracker {
   /** Discards the datapath counters of unclaimed connections whose grace is over (unless a new
    * connection took the tuple: then they are the new one's). */
   private giveUp(list: readonly Unclaimed[]): void {
-    const keys: ConnKey[] = [];
+    const items: Ending[] = [];
     for (const u of list) {
       this.unclaimed.release(u);
-      if (!this.generations.superseded(u.id, u.generation) && !this.table.has(u.id)) keys.push(u.key);
+      const taken = () => this.generations.superseded(u.id, u.generation) || this.table.has(u.id);
+      // Asked again when the discard runs (≥ 50 ms on), then also of a newer one still unclaimed.
+      if (!taken()) items.push({ key: u.key, stale: () => taken() || (this.unclaimed.get(u.id) ?? u) !== u });
     }
-    this.counting.discard(keys);
+    this.counting.discard(items);
   }
 
   /** Remembers a connection nobody profiles, in the grace list; gives up the oldest when full. */

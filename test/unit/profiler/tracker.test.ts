@@ -366,6 +366,17 @@ describe('scope and late registration', () => {
     expect(engine.discarded).toEqual([id(key(4200))]);
   });
 
+  it('a discard still queued when a new connection takes the tuple is not made: the counters are the new one\'s', async () => {
+    const { tracker, engine } = setup(() => later.pid, { graceMs: 0 });
+    tracker.onEvent(ev('syn', 4500, true));
+    tracker.onEvent(ev('rst', 4500, false));
+    await tracker.drain(); // given up: its discard waits for its batch (50 ms)
+    tracker.onEvent(ev('syn', 4500, true));
+    await settle(tracker);
+    await new Promise((r) => setTimeout(r, 60));
+    expect(engine.discarded).toEqual([]);
+  });
+
   it('bounds the grace list: beyond its room the oldest counters go early, and that is reported', async () => {
     const { tracker, engine } = setup(() => later.pid, { maxUnclaimed: 3 });
     for (let p = 4300; p < 4305; p++) {
