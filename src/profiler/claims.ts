@@ -20,7 +20,8 @@ export interface ClaimingTracker {
   scheduleClose(conn: TrackedConnection, reason: 'fin' | 'rst'): Promise<void>;
   /** Whose /proc/PID/net tables hold the tracker's sockets; undefined: none to read. */
   netPid(): number | 'self' | undefined;
-  /** Whether the connection's record was written at or after `since` (epoch ms). */
+  /** Whether a record of this 4-tuple was written at or after `since` (epoch ms), within the
+   * last IGNORE_TTL_MS; a new SYN on the tuple forgets it. */
   finishedSince(id: string, since: number): boolean;
 }
 

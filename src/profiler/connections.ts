@@ -29,8 +29,10 @@ export interface TrackedConnection {
   finReceived: boolean;
   /** Set once the close has been seen and the record is being made. */
   closing?: 'fin' | 'rst' | 'gc';
-  /** Settles when its record is written: set by the one finish() that ends it. */
+  /** Set by the one finish() that ends it; settles when that call's records are written. */
   ending?: Promise<void>;
+  /** Its begin has settled (`counting` is known). */
+  begunSettled?: boolean;
   /** It opened before its process was registered (claimed at the registration). */
   late?: boolean;
   /** Both directions had closed (or it was reset) before it was claimed. */

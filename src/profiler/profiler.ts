@@ -15,6 +15,7 @@ import { diag } from '../util/diag.js';
 import { awaitLive, everyFigureReadAt, LIVE_FRESH_MS, LIVE_WAIT_ALWAYS_BELOW, oldestRead } from './live-view.js';
 import { healthProblems, lateGraceOf, type LateGrace } from './health.js';
 import { Upkeep } from './upkeep.js';
+import { JobEnds } from './job-ends.js';
 
 export interface ProfilerParts {
   config: Config;
@@ -43,8 +44,7 @@ export class Profiler implements DaemonControl {
   private readonly startedAt = Date.now();
   private readonly upkeep: Upkeep;
   private stopping = false;
-  /** Jobs whose end is under way: a registration into one is refused (it would be dropped with it). */
-  private readonly endingJobs = new Set<string>();
+  private readonly jobEnds = new JobEnds();
   private onShutdown: ((reason: string) => void) | undefined;
   /** Totals of connections already logged, per job, for the API's job totals. */
   private readonly closedTotals = new Map<string, Traffic & { connections: number }>();
@@ -180,15 +180,14 @@ export class Profiler implements DaemonControl {
         // The pid was reused: the earlier process died unnoticed. Close its books first.
         await this.endProcesses([existing], 'process-end');
       }
-      // A process added while its job is being ended would be dropped with it, unlogged.
-      if (this.endingJobs.has(job)) throw new RequestError(409, `job ${job} is being ended; register its processes after that, or under another job`);
+      this.jobEnds.refuseIfEnding(job);
       const started = !this.registry.job(job);
       const result = this.registry.add(job, info);
       this.counters.registrations += 1;
       if (started) this.notify((o) => o.jobStarted?.(job));
       if (result.added) {
         diag.info('process registered', { job, pid: info.pid, user: result.process.user });
-        await this.adopt(result.process);
+        await this.jobEnds.claiming(job, this.adopt(result.process));
       }
       return result;
     } catch (e) {
@@ -206,17 +205,13 @@ export class Profiler implements DaemonControl {
 
   async endJob(job: string): Promise<EndResult> {
     this.refuseWhileStopping();
-    const j = this.registry.job(job);
-    if (!j) throw new RequestError(404, `job ${job} is not profiled`);
-    if (this.endingJobs.has(job)) throw new RequestError(409, `job ${job} is already being ended`);
-    const procs = [...j.processes.values()];
-    this.endingJobs.add(job);
-    let logged: number;
-    try {
-      logged = await this.endProcesses(procs, 'job-end');
-    } finally {
-      this.endingJobs.delete(job);
-    }
+    if (!this.registry.job(job)) throw new RequestError(404, `job ${job} is not profiled`);
+    return this.jobEnds.end(job, () => this.endJobNow(job));
+  }
+
+  private async endJobNow(job: string): Promise<EndResult> {
+    const procs = [...this.registry.job(job)!.processes.values()];
+    const logged = await this.endProcesses(procs, 'job-end');
     this.registry.removeJob(job);
     this.closedTotals.delete(job);
     this.counters.jobsEnded += 1;

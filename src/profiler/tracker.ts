@@ -35,7 +35,7 @@ export class ConnectionTracker {
   });
   private readonly generations = new TupleGenerations();
   /** Our connections whose record is written: id → until when their late events are
-   * duplicates rather than unknown. */
+   * duplicates rather than unknown (IGNORE_TTL_MS after the record, which claims read back). */
   private readonly finished = new Map<string, number>();
   /** Connections nobody profiles (yet): the grace list a late registration claims from. */
   readonly unclaimed: UnclaimedConnections;
@@ -155,7 +155,9 @@ export class ConnectionTracker {
       this.unclaimed.release(u);
       const taken = () => this.generations.superseded(u.id, u.generation) || this.table.has(u.id);
       // Asked again when the discard runs (≥ 50 ms on), then also of a newer one still unclaimed.
-      if (!taken()) items.push({ key: u.key, stale: () => taken() || (this.unclaimed.get(u.id) ?? u) !== u });
+      // A new connection's events still queued count too: a leaked element is swept later, a
+      // deleted one is a connection's counts lost.
+      if (!taken()) items.push({ key: u.key, stale: () => taken() || this.chains.has(u.id) || (this.unclaimed.get(u.id) ?? u) !== u });
     }
     this.counting.discard(items);
   }
@@ -234,6 +236,7 @@ export class ConnectionTracker {
         conn.partialWhy = KERNEL_SHORT_NOTE;
       }
       conn.counting = outcome;
+      conn.begunSettled = true;
       return conn.counting;
     });
     return conn;
@@ -317,6 +320,8 @@ export class ConnectionTracker {
     if (mine.length) {
       const p = this.finishNow(mine, reason);
       for (const c of mine) c.ending = p;
+      // Failed: another call may try again.
+      p.catch(() => mine.forEach((c) => c.ending === p && (c.ending = undefined)));
       await p;
     }
     await Promise.all(theirs);
@@ -371,7 +376,9 @@ export class ConnectionTracker {
 
   private collectable(): CollectedTracker {
     return {
-      quietConnections: () => this.table.all().filter((c) => !c.closing && !this.chains.has(c.id)),
+      // Not one being ended (a job's end may wait, through a begin, for this very collection)
+      // nor one whose begin is still waiting (it may wait for this collection too).
+      quietConnections: () => this.table.all().filter((c) => !c.closing && !c.ending && c.begunSettled && !this.chains.has(c.id)),
       finish: (conns, reason) => this.finish(conns, reason),
       expire: (now) => {
         const { released, forgotten } = this.unclaimed.expire(now);

@@ -157,6 +157,21 @@ describe('connection events to records', () => {
     expect(records).toHaveLength(1);
   });
 
+  it('a job’s end and a collection at the threshold do not wait for each other', async () => {
+    const { tracker, records, engine } = setup(() => kid.pid);
+    tracker.onEvent(ev('syn', 1107, true, Date.now() - 60_000)); // old and quiet: the collection's to reclaim
+    await settle(tracker);
+    const old = tracker.table.get(key(1107))!;
+    engine.size = () => 1000; // at the threshold: the next begin runs a collection first
+    tracker.onEvent(ev('syn', 1108, true));
+    while (!tracker.table.get(key(1108))) await new Promise((r) => setImmediate(r));
+    // The job ends while the young one's begin waits for that collection.
+    const ended = tracker.finish([old, tracker.table.get(key(1108))!], 'job-end');
+    const done = await Promise.race([ended.then(() => true), new Promise((r) => setTimeout(() => r(false), 3_000))]);
+    expect(done, 'the end returned').toBe(true);
+    expect(records.map((r) => r.localPort).sort()).toEqual([1107, 1108]);
+  });
+
   it('ends at an RST, and counts duplicates and closes of unknown connections', async () => {
     const { tracker, records, engine } = setup(() => kid.pid);
     tracker.onEvent(ev('syn', 1001, false));
