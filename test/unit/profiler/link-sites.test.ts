@@ -65,30 +65,29 @@ function world(openMs = 0, finishAllFails = false) {
 }
 
 describe('a job’s link whose last process ends while another registers', () => {
-  it('opens the new counters only after the old ones are removed (the collector closing it)', async () => {
-    const w = world();
-    expect(await w.sites.attach(w.proc(1), [1])).toEqual([LINK]);
-    w.alive.delete(1);
-    const collecting = w.sites.collect(); // the link's only process died: its table is removed
-    await w.closeBegun();
-    await w.sites.attach(w.proc(2), [2]);
-    await collecting;
-    expect(w.order).toEqual(['open', 'close begins', 'close done', 'open']);
+  /** The second job's link counted on a table of its own, which the first's close left alone. */
+  const expectCountedForTheSecond = (w: ReturnType<typeof world>) => {
     expect(w.tables.has('vc1@7'), 'the new job’s link is counted').toBe(true);
     expect(w.sites.describe()).toMatchObject([{ link: 'vc1', pids: [2] }]);
-  });
+  };
 
-  it('opens the new counters only after the old ones are removed (its last job ended)', async () => {
+  // How the first job's link comes to be closed: the collector finds its only process dead, or
+  // its last job ends.
+  const closers = {
+    'the collector closing it': (w: ReturnType<typeof world>, first: ProfiledProcess) => (w.alive.delete(first.pid), w.sites.collect()),
+    'its last job ended': (w: ReturnType<typeof world>, first: ProfiledProcess) => w.sites.ended([first], 'job-end'),
+  };
+
+  it.each(Object.entries(closers))('opens the new counters only after the old ones are removed (%s)', async (_, close) => {
     const w = world();
     const first = w.proc(1);
-    await w.sites.attach(first, [1]);
-    const ending = w.sites.ended([first], 'job-end');
+    expect(await w.sites.attach(first, [1])).toEqual([LINK]);
+    const closing = close(w, first);
     await w.closeBegun();
     await w.sites.attach(w.proc(2), [2]);
-    await ending;
+    await closing;
     expect(w.order).toEqual(['open', 'close begins', 'close done', 'open']);
-    expect(w.tables.has('vc1@7'), 'the new job’s link is counted').toBe(true);
-    expect(w.sites.describe()).toMatchObject([{ link: 'vc1', pids: [2] }]);
+    expectCountedForTheSecond(w);
   });
 
   it('does not join a site whose close began after the registration found it', async () => {
@@ -100,8 +99,7 @@ describe('a job’s link whose last process ends while another registers', () =>
     const attaching = w.sites.attach(w.proc(2), [2]); // finds the site…
     release(); // …and the end closes it before the registration joins it
     await Promise.all([attaching, ending]);
-    expect(w.tables.has('vc1@7'), 'the new job’s link is counted').toBe(true);
-    expect(w.sites.describe()).toMatchObject([{ link: 'vc1', pids: [2] }]);
+    expectCountedForTheSecond(w);
   });
 
   it('opens nothing once stopped, not even for a registration that waited for a close', async () => {
