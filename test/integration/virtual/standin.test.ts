@@ -142,10 +142,11 @@ describe('jobs in their own network namespace, on a bridge', () => {
     void j;
   }, 30_000);
 
-  /** Whether the daemon lists the link among those it counts on (a close begins by unlisting it). */
-  async function counting(s: StandIn): Promise<boolean> {
-    const stats = JSON.parse((await world.daemon.curl('/v1/stats')).body) as { links: { counting: Array<{ link: string }> } };
-    return stats.links.counting.some((l) => l.link === s.port);
+  /** The stand-in's link as /v1/stats lists it among those counted on; undefined when it is not
+   * (a close begins by unlisting it). */
+  async function countedLink(s: StandIn): Promise<{ link: string; counters_installed: number } | undefined> {
+    const stats = JSON.parse((await world.daemon.curl('/v1/stats')).body) as { links: { counting: Array<{ link: string; counters_installed: number }> } };
+    return stats.links.counting.find((l) => l.link === s.port);
   }
 
   it('counts a job registered on a link while the link’s counters are being removed', async () => {
@@ -159,7 +160,7 @@ describe('jobs in their own network namespace, on a bridge', () => {
       if (round < 3) {
         process.kill(old.pid, 'SIGKILL');
         const deadline = Date.now() + 10_000;
-        while ((await counting(a)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+        while ((await countedLink(a)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
         await world.register(`next.${round}`, next.pid!);
       } else {
         const [ended] = await Promise.all([world.daemon.curl(`/endjobprofile/jobid=swap.${round}`), world.register(`next.${round}`, next.pid!)]);
@@ -205,8 +206,7 @@ describe('jobs in their own network namespace, on a bridge', () => {
     while (Date.now() < deadline) {
       const r = await world.daemon.curl(`/v1/jobs/${id}`);
       // Tracked, and its owner written to the kernel (what a restart harvests).
-      const stats = JSON.parse((await world.daemon.curl('/v1/stats')).body) as { links: { counting: Array<{ link: string; counters_installed: number }> } };
-      const installed = stats.links.counting.find((l) => l.link === s.port)?.counters_installed ?? 0;
+      const installed = (await countedLink(s))?.counters_installed ?? 0;
       if (r.status === 200 && (JSON.parse(r.body) as { open_connections: number }).open_connections === 1 && installed >= 1) return;
       await new Promise((res) => setTimeout(res, 100));
     }
