@@ -69,7 +69,10 @@ export class Counting {
 
   /** Makes sure the connection is counted; 'no-room' when it cannot be (the record says so). */
   async begin(conn: TrackedConnection, seenOpening: boolean): Promise<BeginOutcome> {
-    if (!this.begins || !this.engine) return 'no-room';
+    if (!this.begins || !this.engine) {
+      conn.uncountedWhy = 'not counted: no counter engine';
+      return 'no-room';
+    }
     if (this.engine.size() >= this.o.capacity) await this.o.thresholdGc();
     try {
       const item: BeginItem = { key: conn.key, owner: { job: conn.job, pid: conn.pid }, seenOpening, ...(conn.openedBy !== 'unknown' ? { openedBy: conn.openedBy } : {}) };

@@ -3,7 +3,8 @@ import type { ConnectionRecord, EndReason } from '../log/record.js';
 import type { TrackedConnection } from './connections.js';
 
 export const REUSED_NOTE = 'not counted: a new connection reused its 4-tuple before its counters were read';
-const NO_ROOM_NOTE = 'not counted: RULES_THRESHOLD reached or engine error';
+/** Not counted, its reason unrecorded: Counting.begin gives every 'no-room' its own (uncountedWhy). */
+const NO_ROOM_NOTE = 'not counted';
 const MISSING_NOTE = 'counter missing';
 /** Partial, though seen opening on a counting engine: the datapath's add failed (docs/counters.md). */
 export const KERNEL_SHORT_NOTE = 'partial: the kernel did not make its counter at the handshake (a full set, or a burst that exhausted its per-CPU reserve); counted from shortly after';
